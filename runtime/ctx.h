@@ -1,0 +1,50 @@
+/*
+ * ctx.h - the context: one userfaultfd, its handler pool, its regions.
+ */
+#ifndef UPG_CTX_H
+#define UPG_CTX_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "qsbr.h"
+#include "registry.h"
+#include "stats.h"
+#include "upager.h"
+
+struct handler {
+	struct upg_ctx *ctx;
+	pthread_t thread;
+	unsigned id;
+	int cpu;                    /* pinned to this CPU, or -1 */
+	struct handler_stats stats;
+} __attribute__((aligned(64)));
+
+struct upg_ctx {
+	struct upg_config cfg;
+	int uffd;
+	int stop_fd;                /* eventfd: readable once the pool must stop */
+	uint64_t features;          /* enum upg_feature bits in use */
+	uint64_t register_mode;     /* UFFDIO_REGISTER_MODE_* for new regions */
+	unsigned base_page_shift;
+
+	/* Source of UFFDIO_COPY for a first write: reads as zeros. Sized for
+	 * the largest page size a region may have. */
+	const void *zero_src;
+
+	pthread_mutex_t lock;       /* the region list; ranks before the registry */
+	struct upg_region *regions; /* every live region, for destroy and stats */
+	uint64_t nregions;
+
+	struct registry registry;
+	struct qsbr qsbr;
+	struct qsbr_reader *qsbr_readers;   /* one per handler */
+	struct handler *handlers;
+	unsigned nhandlers;
+};
+
+/* Largest page size a region may have: bounds the zero source. */
+#define UPG_MAX_PAGE_SIZE (2ull << 20)
+
+#endif /* UPG_CTX_H */

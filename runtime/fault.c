@@ -1,0 +1,224 @@
+/* fault.c - see fault.h. */
+#define LOG_PREFIX "fault: "
+#include "fault.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <unistd.h>
+
+#include "ctx.h"
+#include "log.h"
+#include "region.h"
+#include "uffd.h"
+
+static inline size_t base_page(const struct upg_ctx *ctx)
+{
+	return (size_t)1 << ctx->base_page_shift;
+}
+
+/* Map zeros at [addr, addr+len): the shared zero page for a read, a zeroed
+ * private page for a write (what do_anonymous_page does). */
+static int map_zero(struct upg_ctx *ctx, uintptr_t addr, size_t len, bool zeropage)
+{
+	return zeropage ? uffd_zeropage(ctx->uffd, addr, len)
+			: uffd_copy(ctx->uffd, addr, ctx->zero_src, len, 0);
+}
+
+static __attribute__((cold)) void report_error(struct handler *h, uintptr_t addr, int err)
+{
+	/* Log the first few; after that the errors counter tells. */
+	if (atomic_load_explicit(&h->stats.errors, memory_order_relaxed) < 8)
+		pr_perr(err, "cannot resolve fault at %#lx", (unsigned long)addr);
+	stat_inc(&h->stats.errors);
+}
+
+static fault_result resolve_missing(struct handler *h, struct upg_region *r, uintptr_t addr,
+				    bool write)
+{
+	struct upg_ctx *ctx = h->ctx;
+	uint64_t idx = region_index(r, addr);
+	page_word *pw = &r->state[idx];
+	size_t psize = (size_t)region_page_size(r);
+	uintptr_t page = region_base(r) + (idx << r->page_shift);
+	uint64_t old = pg_load(pw);
+	bool zeropage = !write && (ctx->features & UPG_FEAT_ZEROPAGE);
+	enum page_state was, now;
+	fault_result res;
+	int ret;
+
+	/* Claim the page. A page already claimed is being resolved by another
+	 * handler, whose ioctl wakes every thread waiting on it, ours too. */
+	do {
+		if (pg_state(old) == PG_BUSY)
+			return FAULT_SHARED;
+	} while (!pg_cas(pw, &old, pg_with_state(old, PG_BUSY)));
+	was = pg_state(old);
+
+	ret = map_zero(ctx, page, psize, zeropage);
+	if (ret == -EEXIST && psize > base_page(ctx)) {
+		/* Part of a multi-base-page page is still mapped (the
+		 * application dropped only part of it): fill the hole that
+		 * faulted. */
+		ret = map_zero(ctx, addr & ~(uintptr_t)(base_page(ctx) - 1), base_page(ctx),
+			       zeropage);
+	}
+
+	switch (ret) {
+	case 0:
+		now = zeropage ? PG_ZERO : PG_RESIDENT;
+		stat_inc(zeropage ? &h->stats.zero_mapped : &h->stats.zero_filled);
+		res = FAULT_DONE;
+		break;
+	case -EEXIST:
+		/* Mapped already: this message arrived after the fault was
+		 * resolved (a duplicate from another thread). */
+		now = was == PG_NONE ? PG_RESIDENT : was;
+		uffd_wake(ctx->uffd, page, psize);
+		res = FAULT_SHARED;
+		break;
+	case -EAGAIN:
+		/* The layout is changing (an event waits to be read): let the
+		 * thread fault again once it has settled, rather than spin
+		 * here and keep the event from being read. */
+		now = was;
+		uffd_wake(ctx->uffd, page, psize);
+		stat_inc(&h->stats.ioctl_retries);
+		res = FAULT_RETRY;
+		break;
+	default:
+		/* ENOENT: the range is no longer registered (region being
+		 * destroyed, or unmapped); ESRCH: the process is exiting. */
+		now = was;
+		uffd_wake(ctx->uffd, page, psize);
+		if (ret == -ENOENT || ret == -ESRCH || atomic_load(&r->dying)) {
+			res = FAULT_STALE;
+		} else {
+			report_error(h, addr, ret);
+			res = FAULT_ERROR;
+		}
+		break;
+	}
+
+	/* Accounting follows the state word: a page counts as resident while
+	 * its word says PG_RESIDENT. */
+	if (now == PG_RESIDENT && was != PG_RESIDENT)
+		atomic_fetch_add_explicit(&r->resident_pages, 1, memory_order_relaxed);
+	pg_finish(pw, now);
+	return res;
+}
+
+/* A write to a write-protected page. Nothing protects pages yet, so the
+ * protection is lifted and the writer goes on. */
+static fault_result resolve_wp(struct handler *h, uintptr_t addr)
+{
+	size_t bp = base_page(h->ctx);
+	int ret = uffd_writeprotect(h->ctx->uffd, addr & ~(uintptr_t)(bp - 1), bp, 0);
+
+	if (ret < 0 && ret != -ENOENT) {
+		report_error(h, addr, ret);
+		return FAULT_ERROR;
+	}
+	return FAULT_DONE;
+}
+
+static void handle_pagefault(struct handler *h, const struct uffd_msg *msg)
+{
+	struct upg_ctx *ctx = h->ctx;
+	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address;
+	uint64_t flags = msg->arg.pagefault.flags;
+	struct upg_region *r;
+	fault_result res;
+
+	stat_inc(&h->stats.faults);
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		stat_inc(&h->stats.faults_wp);
+		resolve_wp(h, addr);
+		return;
+	}
+	if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+		stat_inc(&h->stats.faults_minor);
+		return;
+	}
+	stat_inc((flags & UFFD_PAGEFAULT_FLAG_WRITE) ? &h->stats.faults_write
+						       : &h->stats.faults_read);
+
+	r = registry_lookup(&ctx->registry, addr);
+	if (!r) {
+		/* Registered memory no region accounts for: a region grown in
+		 * place by mremap, or a message that outlived its region. Give
+		 * the page back to the kernel so the thread is not stuck. */
+		size_t bp = base_page(ctx);
+
+		stat_inc(&h->stats.faults_stale);
+		uffd_unregister(ctx->uffd, (void *)(addr & ~(uintptr_t)(bp - 1)), bp);
+		uffd_wake(ctx->uffd, addr & ~(uintptr_t)(bp - 1), bp);
+		return;
+	}
+	res = resolve_missing(h, r, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+	if (res == FAULT_SHARED)
+		stat_inc(&h->stats.faults_shared);
+	else if (res == FAULT_STALE)
+		stat_inc(&h->stats.faults_stale);
+}
+
+/* Apply fn to every region overlapping [start, end). */
+static void for_each_region(struct upg_ctx *ctx, uintptr_t start, uintptr_t end,
+			    void (*fn)(struct upg_region *, uintptr_t, uintptr_t))
+{
+	while (start < end) {
+		struct upg_region *r = registry_next(&ctx->registry, start);
+		uintptr_t rbase, rend;
+
+		if (!r)
+			return;
+		rbase = region_base(r);
+		rend = rbase + r->size;
+		if (rbase >= end)
+			return;
+		fn(r, start > rbase ? start : rbase, end < rend ? end : rend);
+		start = rend;
+	}
+}
+
+static void forget_and_unmap(struct upg_region *r, uintptr_t start, uintptr_t end)
+{
+	region_forget(r, start, end);
+	region_unmapped(r, start, end);
+}
+
+void fault_dispatch(struct handler *h, const struct uffd_msg *msg)
+{
+	struct upg_ctx *ctx = h->ctx;
+	uint64_t t0 = stat_now_ns();
+
+	switch (msg->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		handle_pagefault(h, msg);
+		stat_latency(&h->stats, stat_now_ns() - t0);
+		return;
+	case UFFD_EVENT_REMOVE:
+		stat_inc(&h->stats.events_remove);
+		for_each_region(ctx, msg->arg.remove.start, msg->arg.remove.end, region_forget);
+		return;
+	case UFFD_EVENT_UNMAP:
+		stat_inc(&h->stats.events_unmap);
+		for_each_region(ctx, msg->arg.remove.start, msg->arg.remove.end, forget_and_unmap);
+		return;
+	case UFFD_EVENT_REMAP: {
+		struct upg_region *r = registry_lookup(&ctx->registry, msg->arg.remap.from);
+
+		stat_inc(&h->stats.events_remap);
+		if (r)
+			region_remapped(r, msg->arg.remap.from, msg->arg.remap.to, msg->arg.remap.len);
+		return;
+	}
+	case UFFD_EVENT_FORK:
+		/* Not asked for; never keep the child's descriptor. */
+		stat_inc(&h->stats.events_fork);
+		close((int)msg->arg.fork.ufd);
+		return;
+	default:
+		pr_warn("unknown userfaultfd event %u", msg->event);
+		return;
+	}
+}

@@ -1,0 +1,128 @@
+/* handler.c - see handler.h. */
+#define LOG_PREFIX "handler: "
+#include "handler.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "ctx.h"
+#include "fault.h"
+#include "log.h"
+
+/* Messages taken per read(2). One: a second fault queued behind the first
+ * is better served by the handler that wakes for it on its own CPU than
+ * after this one finishes. */
+#define MSG_BATCH 1
+
+static void *handler_main(void *arg)
+{
+	struct handler *h = arg;
+	struct upg_ctx *ctx = h->ctx;
+	struct qsbr_reader *qs = &ctx->qsbr_readers[h->id];
+	struct pollfd pfd[2] = {
+		{ .fd = ctx->uffd, .events = POLLIN },
+		{ .fd = ctx->stop_fd, .events = POLLIN },
+	};
+	struct uffd_msg msgs[MSG_BATCH];
+	char name[16];
+	sigset_t all;
+
+	/* No application signal handler may run here: it could touch managed
+	 * memory and fault on the thread that has to resolve the fault. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	snprintf(name, sizeof(name), "upager-h%u", h->id);
+	pthread_setname_np(pthread_self(), name);
+
+	for (;;) {
+		ssize_t n;
+
+		qsbr_offline(qs);
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			pr_perr(-errno, "poll");
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		qsbr_online(&ctx->qsbr, qs);
+		n = read(ctx->uffd, msgs, sizeof(msgs));
+		if (n < 0) {
+			/* EAGAIN: another handler took the message. */
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			pr_perr(-errno, "read userfaultfd");
+			break;
+		}
+		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
+			fault_dispatch(h, &msgs[i]);
+	}
+	qsbr_offline(qs);
+	return NULL;
+}
+
+/* The i-th CPU of this process's affinity mask, or -1. */
+static int nth_allowed_cpu(const cpu_set_t *set, unsigned i)
+{
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, set) && i-- == 0)
+			return cpu;
+	return -1;
+}
+
+int handlers_start(struct upg_ctx *ctx)
+{
+	cpu_set_t allowed;
+	unsigned started;
+	int ret = 0;
+
+	CPU_ZERO(&allowed);
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+		CPU_SET(0, &allowed);
+
+	for (started = 0; started < ctx->nhandlers; started++) {
+		struct handler *h = &ctx->handlers[started];
+		pthread_attr_t attr;
+
+		h->ctx = ctx;
+		h->id = started;
+		h->cpu = ctx->cfg.pin_handlers
+			 ? nth_allowed_cpu(&allowed, started % (unsigned)CPU_COUNT(&allowed))
+			 : -1;
+		pthread_attr_init(&attr);
+		if (h->cpu >= 0) {
+			cpu_set_t one;
+
+			CPU_ZERO(&one);
+			CPU_SET(h->cpu, &one);
+			pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
+		}
+		ret = -pthread_create(&h->thread, &attr, handler_main, h);
+		pthread_attr_destroy(&attr);
+		if (ret < 0) {
+			pr_perr(ret, "cannot start handler thread %u", started);
+			break;
+		}
+	}
+	if (ret < 0) {
+		ctx->nhandlers = started;
+		handlers_stop(ctx);
+	}
+	return ret;
+}
+
+void handlers_stop(struct upg_ctx *ctx)
+{
+	/* The eventfd stays readable, so every handler sees it. */
+	if (eventfd_write(ctx->stop_fd, 1) < 0)
+		pr_perr(-errno, "cannot signal handlers to stop");
+	for (unsigned i = 0; i < ctx->nhandlers; i++)
+		pthread_join(ctx->handlers[i].thread, NULL);
+}

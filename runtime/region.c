@@ -1,0 +1,336 @@
+/* region.c - regions: creation, destruction and changes to their layout. */
+#define LOG_PREFIX "region: "
+#include "region.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "ctx.h"
+#include "log.h"
+#include "uffd.h"
+
+/* State arrays up to this size come from calloc, larger ones from mmap. */
+#define STATE_CALLOC_MAX (64u << 10)
+
+void upg_region_opts_init(struct upg_region_opts *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->size = sizeof(*opts);
+}
+
+static int opts_copy(struct upg_region_opts *dst, const struct upg_region_opts *src)
+{
+	upg_region_opts_init(dst);
+	if (!src)
+		return 0;
+	if (src->size < offsetof(struct upg_region_opts, page_size) + sizeof(src->page_size))
+		return -EINVAL;
+	memcpy(dst, src, src->size < sizeof(*dst) ? src->size : sizeof(*dst));
+	dst->size = sizeof(*dst);
+	return dst->flags ? -EINVAL : 0;
+}
+
+static int state_alloc(struct upg_region *r)
+{
+	r->state_bytes = r->npages * sizeof(page_word);
+	if (r->state_bytes <= STATE_CALLOC_MAX) {
+		r->state = calloc(r->npages, sizeof(page_word));
+		return r->state ? 0 : -ENOMEM;
+	}
+	/* Zero-filled by the kernel on first touch: untouched pages of a
+	 * sparse region cost nothing, PG_NONE being 0. */
+	r->state = mmap(NULL, r->state_bytes, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (r->state == MAP_FAILED) {
+		r->state = NULL;
+		return -ENOMEM;
+	}
+	r->state_mapped = true;
+	return 0;
+}
+
+static void state_free(struct upg_region *r)
+{
+	if (r->state_mapped)
+		munmap((void *)r->state, r->state_bytes);
+	else
+		free((void *)r->state);
+}
+
+/* Reserve size bytes aligned to align (a power of two >= the base page). */
+static void *map_aligned(uint64_t size, uint64_t align, uint64_t base_page)
+{
+	uint64_t extra = align > base_page ? align : 0;
+	uint8_t *p = mmap(NULL, size + extra, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t *aligned;
+
+	if (p == MAP_FAILED || !extra)
+		return p;
+	aligned = (uint8_t *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	if (aligned > p)
+		munmap(p, (size_t)(aligned - p));
+	if (aligned + size < p + size + extra)
+		munmap(aligned + size, (size_t)(p + size + extra - (aligned + size)));
+	return aligned;
+}
+
+int upg_region_create(upg_ctx *ctx, uint64_t size, const struct upg_region_opts *user_opts,
+		      upg_region **out)
+{
+	struct upg_region_opts opts;
+	uint64_t base_page, psize;
+	struct upg_region *r;
+	void *addr;
+	int ret;
+
+	if (!ctx || !out)
+		return -EINVAL;
+	*out = NULL;
+	ret = opts_copy(&opts, user_opts);
+	if (ret < 0)
+		return ret;
+	base_page = 1ull << ctx->base_page_shift;
+	psize = opts.page_size ? opts.page_size : base_page;
+	if (psize < base_page || (psize & (psize - 1)) || psize > UPG_MAX_PAGE_SIZE)
+		return -EINVAL;
+	if (!size || size % psize || size > (1ull << 47))
+		return -EINVAL;
+
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->ctx = ctx;
+	r->size = size;
+	r->page_shift = (unsigned)__builtin_ctzll(psize);
+	r->npages = size >> r->page_shift;
+	pthread_mutex_init(&r->lock, NULL);
+	ret = state_alloc(r);
+	if (ret < 0)
+		goto err_free;
+
+	addr = map_aligned(size, psize, base_page);
+	if (addr == MAP_FAILED) {
+		ret = -errno;
+		goto err_state;
+	}
+	atomic_init(&r->base, (uintptr_t)addr);
+
+	/* Findable before registration, so that no fault can come for an
+	 * address the registry does not know. */
+	ret = registry_insert(&ctx->registry, r);
+	if (ret < 0)
+		goto err_unmap;
+	atomic_store(&r->in_registry, true);
+	ret = uffd_register(ctx->uffd, addr, size, ctx->register_mode);
+	if (ret < 0) {
+		pr_perr(ret, "cannot register %llu bytes", (unsigned long long)size);
+		goto err_registry;
+	}
+
+	pthread_mutex_lock(&ctx->lock);
+	r->next = ctx->regions;
+	if (r->next)
+		r->next->prev = r;
+	ctx->regions = r;
+	ctx->nregions++;
+	pthread_mutex_unlock(&ctx->lock);
+	registry_reclaim(&ctx->registry, &ctx->qsbr);
+	*out = r;
+	return 0;
+
+err_registry:
+	registry_remove(&ctx->registry, r);
+	registry_reclaim(&ctx->registry, &ctx->qsbr);
+err_unmap:
+	munmap(addr, size);
+err_state:
+	state_free(r);
+err_free:
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return ret;
+}
+
+/* Apply fn to every part of r's range the application still maps. Caller
+ * holds r->lock. Holes are sorted by start and do not overlap. */
+static void for_each_mapped(struct upg_region *r, int (*fn)(struct upg_region *, void *, size_t))
+{
+	uintptr_t base = region_base(r), at = base, end = base + r->size;
+
+	for (size_t i = 0; i <= r->nholes; i++) {
+		uintptr_t stop = i < r->nholes ? base + r->holes[i].start : end;
+
+		if (stop > at)
+			fn(r, (void *)at, stop - at);
+		if (i < r->nholes)
+			at = base + r->holes[i].end;
+	}
+}
+
+static int unregister_part(struct upg_region *r, void *addr, size_t len)
+{
+	return uffd_unregister(r->ctx->uffd, addr, len);
+}
+
+static int unmap_part(struct upg_region *r, void *addr, size_t len)
+{
+	return munmap(addr, len);
+}
+
+int upg_region_destroy(upg_region *r)
+{
+	struct upg_ctx *ctx;
+
+	if (!r)
+		return 0;
+	ctx = r->ctx;
+	atomic_store(&r->dying, true);
+
+	/* Unregistering wakes every thread still waiting on the range; a
+	 * message already read for it fails with ENOENT and is dropped. Then
+	 * no handler may hold r any more once the grace period is over. */
+	pthread_mutex_lock(&r->lock);
+	for_each_mapped(r, unregister_part);
+	pthread_mutex_unlock(&r->lock);
+	if (atomic_exchange(&r->in_registry, false))
+		registry_remove(&ctx->registry, r);
+	registry_reclaim(&ctx->registry, &ctx->qsbr);
+	qsbr_synchronize(&ctx->qsbr);
+
+	pthread_mutex_lock(&ctx->lock);
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		ctx->regions = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	ctx->nregions--;
+	pthread_mutex_unlock(&ctx->lock);
+
+	for_each_mapped(r, unmap_part);
+	state_free(r);
+	free(r->holes);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return 0;
+}
+
+void regions_destroy_all(struct upg_ctx *ctx)
+{
+	for (;;) {
+		struct upg_region *r;
+
+		pthread_mutex_lock(&ctx->lock);
+		r = ctx->regions;
+		pthread_mutex_unlock(&ctx->lock);
+		if (!r)
+			return;
+		upg_region_destroy(r);
+	}
+}
+
+void *upg_region_addr(const upg_region *r)
+{
+	return (void *)region_base(r);
+}
+
+uint64_t upg_region_size(const upg_region *r)
+{
+	return r->size;
+}
+
+uint64_t upg_region_page_size(const upg_region *r)
+{
+	return region_page_size(r);
+}
+
+void region_forget(struct upg_region *r, uintptr_t start, uintptr_t end)
+{
+	uintptr_t base = region_base(r);
+	uint64_t first, last;
+
+	if (start < base)
+		start = base;
+	if (end > base + r->size)
+		end = base + r->size;
+	if (start >= end)
+		return;
+	first = (start - base) >> r->page_shift;
+	last = (end - 1 - base) >> r->page_shift;
+	for (uint64_t i = first; i <= last; i++) {
+		page_word *pw = &r->state[i];
+		uint64_t w = pg_load(pw), next;
+
+		do {
+			if (pg_state(w) == PG_BUSY)
+				next = w | PG_STALE;       /* the claimant decides */
+			else
+				next = w & PG_PIN_MASK;    /* PG_NONE, no slot */
+			if (next == w)
+				break;
+		} while (!pg_cas(pw, &w, next));
+		if (next != w && pg_state(w) == PG_RESIDENT)
+			atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
+	}
+}
+
+/* Insert [start, end) (offsets) into the sorted hole list; caller holds
+ * r->lock. Returns the bytes now covered by holes. */
+static uint64_t add_hole(struct upg_region *r, uint64_t start, uint64_t end)
+{
+	struct range *h = realloc(r->holes, (r->nholes + 1) * sizeof(*h));
+	uint64_t covered = 0;
+	size_t i;
+
+	if (!h) {
+		pr_err("out of memory recording an unmapped range");
+		return 0;
+	}
+	r->holes = h;
+	for (i = r->nholes; i > 0 && h[i - 1].start > start; i--)
+		h[i] = h[i - 1];
+	h[i] = (struct range){ start, end };
+	r->nholes++;
+	for (i = 0; i < r->nholes; i++)
+		covered += h[i].end - h[i].start;
+	return covered;
+}
+
+void region_unmapped(struct upg_region *r, uintptr_t start, uintptr_t end)
+{
+	uintptr_t base = region_base(r);
+	uint64_t covered;
+
+	pthread_mutex_lock(&r->lock);
+	covered = add_hole(r, start - base, end - base);
+	pthread_mutex_unlock(&r->lock);
+	/* Nothing left: let the address range be reused by a new region. */
+	if (covered >= r->size && atomic_exchange(&r->in_registry, false))
+		registry_remove(&r->ctx->registry, r);
+}
+
+void region_remapped(struct upg_region *r, uintptr_t from, uintptr_t to, uint64_t len)
+{
+	struct upg_ctx *ctx = r->ctx;
+
+	if (from == region_base(r) && len == r->size) {
+		int ret;
+
+		atomic_store_explicit(&r->base, to, memory_order_relaxed);
+		ret = registry_moved(&ctx->registry, r);
+		if (ret < 0)
+			pr_perr(ret, "cannot follow a region moved by mremap");
+		return;
+	}
+	/* Part of the region moved away. What was mapped went with it; what
+	 * was not reads as zeros, which the kernel gives once the new range
+	 * is no longer registered. */
+	if (from + len > region_base(r) + r->size)
+		len = region_base(r) + r->size - from;
+	region_forget(r, from, from + len);
+	region_unmapped(r, from, from + len);
+	uffd_unregister(ctx->uffd, (void *)to, len);
+}

@@ -1,0 +1,82 @@
+/*
+ * region.h - regions and their per-page state.
+ *
+ * A region is one anonymous mapping registered with the context's
+ * userfaultfd, plus one page_word per page (page.h). The state array lives
+ * in the runtime's own memory: a calloc'd array for small regions, an
+ * untouched MAP_NORESERVE mapping for large ones, so a sparse region costs
+ * nothing until touched.
+ */
+#ifndef UPG_REGION_H
+#define UPG_REGION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "page.h"
+
+struct upg_ctx;
+
+struct range {
+	uintptr_t start;
+	uintptr_t end;
+};
+
+struct upg_region {
+	struct upg_ctx *ctx;
+	struct upg_region *prev, *next;     /* ctx->regions, under ctx->lock */
+	_Atomic uintptr_t base;     /* changes only when mremap moves the whole region */
+	uint64_t size;
+	uint64_t npages;
+	unsigned page_shift;
+	page_word *state;
+	size_t state_bytes;
+	bool state_mapped;          /* state came from mmap, not calloc */
+	_Atomic uint64_t resident_pages;    /* pages whose word says PG_RESIDENT */
+	_Atomic bool in_registry;
+	_Atomic bool dying;
+
+	/* Parts of the range the application unmapped (munmap, or mremap of
+	 * part of it away): never touched again by upager. Offsets from base. */
+	pthread_mutex_t lock;       /* ranks after the registry's */
+	struct range *holes;
+	size_t nholes;
+};
+
+static inline uintptr_t region_base(const struct upg_region *r)
+{
+	return atomic_load_explicit(&r->base, memory_order_relaxed);
+}
+
+static inline uint64_t region_page_size(const struct upg_region *r)
+{
+	return 1ull << r->page_shift;
+}
+
+/* Page index of addr, which must lie inside r. */
+static inline uint64_t region_index(const struct upg_region *r, uintptr_t addr)
+{
+	return (addr - region_base(r)) >> r->page_shift;
+}
+
+/*
+ * The pages in [start, end) (absolute addresses, clipped to r) lost their
+ * contents: MADV_DONTNEED or munmap. Their state returns to PG_NONE; a page
+ * being resolved is marked PG_STALE instead, for its claimant to see.
+ * Called by the handler that read the event.
+ */
+void region_forget(struct upg_region *r, uintptr_t start, uintptr_t end);
+
+/* [start, end) of r is no longer mapped by the application. Removes r from
+ * the registry once nothing of it is left. */
+void region_unmapped(struct upg_region *r, uintptr_t start, uintptr_t end);
+
+/* The application moved [from, from+len) to `to` (UFFD_EVENT_REMAP). */
+void region_remapped(struct upg_region *r, uintptr_t from, uintptr_t to, uint64_t len);
+
+/* Destroy every region of ctx (upg_ctx_destroy). */
+void regions_destroy_all(struct upg_ctx *ctx);
+
+#endif /* UPG_REGION_H */

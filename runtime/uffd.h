@@ -1,0 +1,38 @@
+/*
+ * uffd.h - the userfaultfd layer: opening, the feature probe, registration
+ * and the resolving ioctls, each returning 0 or -errno.
+ */
+#ifndef UPG_UFFD_H
+#define UPG_UFFD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compat.h"
+
+/*
+ * Open a userfaultfd (the syscall first, then /dev/userfaultfd) with
+ * O_CLOEXEC|O_NONBLOCK and complete the UFFDIO_API handshake asking for the
+ * kernel features `want` (UFFD_FEATURE_* bits). Returns the fd or -errno.
+ * `allow` is a mask of enum upg_feature bits: clearing UPG_FEAT_SYSCALL or
+ * UPG_FEAT_DEV_USERFAULTFD forbids that way of opening.
+ */
+int uffd_open(uint64_t want, uint64_t allow);
+
+/* Probe everything once: returns enum upg_feature bits in *features. */
+int uffd_probe(uint64_t *features);
+
+/* The UFFD_FEATURE_* bits that the enum upg_feature bits in `features`
+ * stand for (those requested in the handshake). */
+uint64_t uffd_kernel_features(uint64_t features);
+
+int uffd_register(int fd, void *addr, size_t len, uint64_t mode);
+int uffd_unregister(int fd, void *addr, size_t len);
+
+/* Resolving ioctls. They wake the faulting threads unless told not to. */
+int uffd_zeropage(int fd, uintptr_t addr, size_t len);
+int uffd_copy(int fd, uintptr_t dst, const void *src, size_t len, uint64_t mode);
+int uffd_wake(int fd, uintptr_t addr, size_t len);
+int uffd_writeprotect(int fd, uintptr_t addr, size_t len, int protect);
+
+#endif /* UPG_UFFD_H */
