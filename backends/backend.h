@@ -24,20 +24,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crc32c.h"
+
 #define container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))
 
 struct backend;
 struct backend_queue;
+struct iovec;
 
-/* One page-sized transfer. Owned by the caller from submit until reaped. */
+/* One page-sized transfer. The caller lends it, and its buffer, to the
+ * backend from queue_read/queue_write until it is reaped: neither may
+ * change meanwhile (the crc of a write is taken when it is queued). */
 struct backend_io {
 	uint64_t slot;
 	void *buf;            /* page_size bytes, aligned to 4096 (O_DIRECT) */
 	int32_t result;       /* on completion: bytes moved, or -errno
 			       * (-EBADMSG: the page read back corrupt) */
 	uint32_t crc;         /* crc32c of the page: set by the backend on
-			       * write, checked by it on read */
+			       * write, checked by it on read against the
+			       * value the caller kept from the write */
 	void *cookie;         /* the caller's, untouched */
 };
 
@@ -46,9 +52,19 @@ struct backend_ops {
 	void (*close)(struct backend *b);
 
 	int (*queue_open)(struct backend *b, unsigned depth, struct backend_queue **out);
+	/* Waits for the queue's outstanding I/O (results dropped), so the
+	 * caller's buffers are free once it returns. */
 	void (*queue_close)(struct backend_queue *q);
-	/* An fd that becomes readable when completions are ready. */
+	/* An fd that becomes readable when completions are ready. reap()
+	 * rearms it: once a reap has left nothing to harvest, it turns
+	 * readable when new completions arrive (perhaps spuriously, never
+	 * too late). */
 	int (*queue_fd)(struct backend_queue *q);
+	/* Register the caller's I/O buffers (its frame pool) with the queue so
+	 * that I/O into them skips per-request page pinning. Optional: without
+	 * it, or for a buffer outside them, I/O works the same, only slower. */
+	int (*queue_register_buffers)(struct backend_queue *q, const struct iovec *iov,
+				      unsigned n);
 
 	/* Reserve n slots, contiguous where possible (pages evicted together
 	 * are read back together). Returns how many were reserved (0 when
@@ -62,7 +78,9 @@ struct backend_ops {
 	int (*queue_write)(struct backend_queue *q, struct backend_io *io);
 	int (*submit)(struct backend_queue *q);
 	/* Up to max finished I/Os into done[]; wait for at least min. Returns
-	 * the count or -errno. */
+	 * the count or -errno. min is capped at the number of I/Os queued and
+	 * not yet reaped, and waiting submits what is queued: reap never waits
+	 * for I/O that cannot come. */
 	int (*reap)(struct backend_queue *q, struct backend_io **done, unsigned max, unsigned min);
 
 	/* The pages at these slots are dead: drop their data (TRIM, hole
@@ -108,6 +126,11 @@ static inline int backend_queue_fd(struct backend_queue *q)
 {
 	return BACKEND_CALL(q, q->backend, queue_fd);
 }
+static inline int backend_queue_register_buffers(struct backend_queue *q,
+						 const struct iovec *iov, unsigned n)
+{
+	return BACKEND_CALL(q, q->backend, queue_register_buffers, iov, n);
+}
 static inline int backend_queue_read(struct backend_queue *q, struct backend_io *io)
 {
 	return BACKEND_CALL(q, q->backend, queue_read, io);
@@ -130,9 +153,5 @@ static inline void backend_close(struct backend *b)
 	if (b && b->ops->close)
 		b->ops->close(b);
 }
-
-/* crc32c (Castagnoli) of len bytes, hardware-accelerated where the CPU has
- * it. Used by backends to check pages on the way back in. */
-uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
 
 #endif /* UPG_BACKEND_H */

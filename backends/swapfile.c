@@ -1,0 +1,511 @@
+/* swapfile.c - see swapfile.h. */
+#define LOG_PREFIX "swapfile: "
+#include "swapfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <liburing.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct swap_file {
+	uint64_t pages;
+	char *path;             /* set if we created it: removed at close */
+	dev_t dev;
+	ino_t ino;
+};
+
+struct swapfile {
+	struct backend base;
+	struct swap_alloc *alloc;
+	unsigned nfiles;
+	unsigned files_buffered;
+	int fds[SWAP_MAX_FILES];  /* -1 until opened; registered with each ring */
+	struct swap_file files[SWAP_MAX_FILES];
+	_Atomic uint64_t holes_punched, punch_errors;
+};
+
+/* A registered buffer: [base, end) is buffer `index` of the ring. */
+struct fixed_buf {
+	uintptr_t base, end;
+	unsigned index;
+};
+
+struct swap_queue {
+	struct backend_queue base;
+	struct io_uring ring;
+	int efd;
+	unsigned depth;
+	unsigned outstanding;   /* queued and not yet reaped */
+	unsigned nbufs;
+	struct fixed_buf *bufs; /* sorted by base, disjoint */
+};
+
+/* Tag in the low bit of a CQE's user_data (a struct backend_io pointer). */
+#define UD_READ 1ull
+
+static struct swapfile *to_swapfile(struct backend *b)
+{
+	return container_of(b, struct swapfile, base);
+}
+
+static struct swap_queue *to_queue(struct backend_queue *q)
+{
+	return container_of(q, struct swap_queue, base);
+}
+
+static const struct fixed_buf *find_buf(const struct swap_queue *q, const void *buf, size_t len)
+{
+	uintptr_t a = (uintptr_t)buf;
+	unsigned lo = 0, hi = q->nbufs;
+
+	/* The last buffer starting at or below a. */
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (q->bufs[mid].base <= a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo && a + len <= q->bufs[lo - 1].end ? &q->bufs[lo - 1] : NULL;
+}
+
+static int queue_io(struct backend_queue *bq, struct backend_io *io, bool write)
+{
+	struct swap_queue *q = to_queue(bq);
+	struct swapfile *s = to_swapfile(bq->backend);
+	unsigned fi = swap_slot_file(io->slot);
+	uint64_t page = swap_slot_page(io->slot);
+	uint32_t len = s->base.page_size;
+	const struct fixed_buf *fb;
+	struct io_uring_sqe *sqe;
+
+	if (fi >= s->nfiles || page >= s->files[fi].pages)
+		return -EINVAL;
+	if (q->outstanding == q->depth)
+		return -EAGAIN;
+	sqe = io_uring_get_sqe(&q->ring);
+	if (!sqe)
+		return -EAGAIN;
+	fb = find_buf(q, io->buf, len);
+	if (write) {
+		io->crc = crc32c(0, io->buf, len);
+		if (fb)
+			io_uring_prep_write_fixed(sqe, (int)fi, io->buf, len, page * len, (int)fb->index);
+		else
+			io_uring_prep_write(sqe, (int)fi, io->buf, len, page * len);
+	} else {
+		if (fb)
+			io_uring_prep_read_fixed(sqe, (int)fi, io->buf, len, page * len, (int)fb->index);
+		else
+			io_uring_prep_read(sqe, (int)fi, io->buf, len, page * len);
+	}
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, (uintptr_t)io | (write ? 0 : UD_READ));
+	q->outstanding++;
+	return 0;
+}
+
+static int sf_queue_read(struct backend_queue *q, struct backend_io *io)
+{
+	return queue_io(q, io, false);
+}
+
+static int sf_queue_write(struct backend_queue *q, struct backend_io *io)
+{
+	return queue_io(q, io, true);
+}
+
+static int sf_submit(struct backend_queue *bq)
+{
+	return io_uring_submit(&to_queue(bq)->ring);
+}
+
+/* Take up to max CQEs off the ring and settle their I/Os. */
+static unsigned harvest(struct swap_queue *q, struct backend_io **done, unsigned max)
+{
+	uint32_t len = q->base.backend->page_size;
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&q->ring, head, cqe) {
+		struct backend_io *io = (struct backend_io *)(uintptr_t)(cqe->user_data & ~UD_READ);
+
+		if (n == max)
+			break;
+		if (cqe->res < 0)
+			io->result = cqe->res;
+		else if ((uint32_t)cqe->res != len)
+			io->result = -EIO;  /* short: the file was truncated under us */
+		else if ((cqe->user_data & UD_READ) && crc32c(0, io->buf, len) != io->crc)
+			io->result = -EBADMSG;
+		else
+			io->result = cqe->res;
+		done[n++] = io;
+	}
+	io_uring_cq_advance(&q->ring, n);
+	q->outstanding -= n;
+	return n;
+}
+
+static int sf_reap(struct backend_queue *bq, struct backend_io **done, unsigned max, unsigned min)
+{
+	struct swap_queue *q = to_queue(bq);
+	unsigned got;
+	uint64_t v;
+
+	/* Never wait for I/O that was not queued: that would be forever. */
+	if (min > max)
+		min = max;
+	if (min > q->outstanding)
+		min = q->outstanding;
+	got = harvest(q, done, max);
+	while (got < min) {
+		/* Submits what is still queued, too. */
+		int ret = io_uring_submit_and_wait(&q->ring, min - got);
+
+		if (ret < 0)
+			return got ? (int)got : ret;
+		got += harvest(q, done + got, max - got);
+	}
+	if (got < max) {
+		/* The ring is empty: consume the eventfd's count, then look once
+		 * more for a completion that came in between. */
+		if (read(q->efd, &v, sizeof(v)) < 0) {
+			/* EAGAIN: nothing was signalled. */
+		}
+		got += harvest(q, done + got, max - got);
+	}
+	return (int)got;
+}
+
+static int sf_queue_fd(struct backend_queue *bq)
+{
+	return to_queue(bq)->efd;
+}
+
+static int cmp_buf(const void *a, const void *b)
+{
+	const struct fixed_buf *x = a, *y = b;
+
+	return x->base < y->base ? -1 : x->base > y->base;
+}
+
+static int sf_queue_register_buffers(struct backend_queue *bq, const struct iovec *iov,
+				     unsigned n)
+{
+	struct swap_queue *q = to_queue(bq);
+	struct fixed_buf *bufs;
+	int ret;
+
+	if (q->nbufs)
+		return -EBUSY;
+	if (!n)
+		return -EINVAL;
+	bufs = calloc(n, sizeof(*bufs));
+	if (!bufs)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++)
+		bufs[i] = (struct fixed_buf){ (uintptr_t)iov[i].iov_base,
+					      (uintptr_t)iov[i].iov_base + iov[i].iov_len, i };
+	qsort(bufs, n, sizeof(*bufs), cmp_buf);
+	for (unsigned i = 1; i < n; i++) {
+		if (bufs[i].base < bufs[i - 1].end) {
+			free(bufs);
+			return -EINVAL;
+		}
+	}
+	ret = io_uring_register_buffers(&q->ring, iov, n);
+	if (ret < 0) {
+		free(bufs);
+		return ret;
+	}
+	q->bufs = bufs;
+	q->nbufs = n;
+	return 0;
+}
+
+static void sf_queue_close(struct backend_queue *bq)
+{
+	struct swap_queue *q = to_queue(bq);
+
+	/* Wait for what is in flight: no transfer may touch the caller's
+	 * buffers once this returns. Its results are dropped. */
+	while (q->outstanding) {
+		int ret = io_uring_submit_and_wait(&q->ring, 1);
+		unsigned n = io_uring_cq_ready(&q->ring);
+
+		if (ret < 0 && ret != -EINTR)
+			break;
+		io_uring_cq_advance(&q->ring, n);
+		q->outstanding -= n;
+	}
+	io_uring_queue_exit(&q->ring);
+	close(q->efd);
+	free(q->bufs);
+	free(q);
+}
+
+static int sf_queue_open(struct backend *b, unsigned depth, struct backend_queue **out)
+{
+	struct swapfile *s = to_swapfile(b);
+	/* SUBMIT_ALL: one bad SQE must not leave the rest sitting unsubmitted. */
+	struct io_uring_params p = { .flags = IORING_SETUP_SUBMIT_ALL };
+	struct swap_queue *q;
+	int ret;
+
+	if (!depth)
+		return -EINVAL;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->base.backend = b;
+	q->depth = depth;
+	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (q->efd < 0) {
+		ret = -errno;
+		free(q);
+		return ret;
+	}
+	ret = io_uring_queue_init_params(depth, &q->ring, &p);
+	if (ret < 0) {
+		pr_perr(ret, "io_uring setup (depth %u)", depth);
+		close(q->efd);
+		free(q);
+		return ret;
+	}
+	ret = io_uring_register_files(&q->ring, s->fds, s->nfiles);
+	if (!ret)
+		ret = io_uring_register_eventfd(&q->ring, q->efd);
+	if (ret < 0) {
+		pr_perr(ret, "io_uring registration");
+		sf_queue_close(&q->base);
+		return ret;
+	}
+	*out = &q->base;
+	return 0;
+}
+
+static int sf_alloc_slots(struct backend *b, unsigned n, uint64_t *slots)
+{
+	return (int)swap_alloc_get(to_swapfile(b)->alloc, n > INT_MAX ? INT_MAX : n, slots);
+}
+
+static void sf_free_slots(struct backend *b, const uint64_t *slots, unsigned n)
+{
+	swap_alloc_free(to_swapfile(b)->alloc, slots, n, NULL);
+}
+
+/* Punch the holes of the held clusters, adjacent ones in one call. */
+static void punch_held(struct swapfile *s, const struct swap_hold *h)
+{
+	uint64_t cbytes = (uint64_t)s->base.page_size * SWAP_CLUSTER_SLOTS;
+	unsigned i, j;
+
+	for (i = 0; i < h->n; i = j) {
+		for (j = i + 1; j < h->n && h->c[j].file == h->c[i].file &&
+				h->c[j].cluster == h->c[j - 1].cluster + 1;
+		     j++)
+			;
+		/* Not every filesystem can punch holes: the space stays used,
+		 * nothing else goes wrong. */
+		if (fallocate(s->fds[h->c[i].file], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)(h->c[i].cluster * cbytes), (off_t)((j - i) * cbytes)))
+			atomic_fetch_add_explicit(&s->punch_errors, 1, memory_order_relaxed);
+		else
+			atomic_fetch_add_explicit(&s->holes_punched, 1, memory_order_relaxed);
+	}
+}
+
+static int sf_discard(struct backend *b, const uint64_t *slots, unsigned n)
+{
+	struct swapfile *s = to_swapfile(b);
+	struct swap_hold hold = { 0 };
+
+	/* Emptied clusters are held out of the allocator while their holes are
+	 * punched, so no slot handed out meanwhile loses its data. */
+	while (n) {
+		unsigned done = swap_alloc_free(s->alloc, slots, n, &hold);
+
+		punch_held(s, &hold);
+		swap_alloc_release(s->alloc, &hold);
+		slots += done;
+		n -= done;
+	}
+	return 0;
+}
+
+static void sf_close(struct backend *b)
+{
+	struct swapfile *s = to_swapfile(b);
+
+	for (unsigned i = 0; i < s->nfiles; i++) {
+		struct swap_file *f = &s->files[i];
+		struct stat st;
+
+		/* Only if the path still names our file. */
+		if (f->path && !stat(f->path, &st) && st.st_dev == f->dev && st.st_ino == f->ino)
+			unlink(f->path);
+		free(f->path);
+		if (s->fds[i] >= 0)
+			close(s->fds[i]);
+	}
+	swap_alloc_destroy(s->alloc);
+	free(s);
+}
+
+static const struct backend_ops swapfile_ops = {
+	.name = "swapfile",
+	.close = sf_close,
+	.queue_open = sf_queue_open,
+	.queue_close = sf_queue_close,
+	.queue_fd = sf_queue_fd,
+	.queue_register_buffers = sf_queue_register_buffers,
+	.alloc_slots = sf_alloc_slots,
+	.free_slots = sf_free_slots,
+	.queue_read = sf_queue_read,
+	.queue_write = sf_queue_write,
+	.submit = sf_submit,
+	.reap = sf_reap,
+	.discard = sf_discard,
+};
+
+/* Open (create, or truncate) file i and preallocate size bytes. On error
+ * the caller's sf_close() closes the fd and removes what was created. */
+static int file_open(struct swapfile *s, unsigned i, const char *path, uint64_t size)
+{
+	struct swap_file *f = &s->files[i];
+	bool created = false;
+	struct stat st;
+	int fd, ret;
+
+	if (!stat(path, &st) && S_ISDIR(st.st_mode)) {
+		fd = open(path, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+	} else {
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		created = fd >= 0;
+		if (fd < 0 && errno == EEXIST)
+			fd = open(path, O_RDWR | O_TRUNC | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		ret = -errno;
+		pr_perr(ret, "%s", path);
+		return ret;
+	}
+	s->fds[i] = fd;
+	if (fstat(fd, &st))
+		return -errno;
+	f->dev = st.st_dev;
+	f->ino = st.st_ino;
+	if (created && !(f->path = strdup(path))) {
+		unlink(path);
+		return -ENOMEM;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		pr_err("%s: not a regular file", path);
+		return -EINVAL;
+	}
+	/* Swapped-out memory is nobody else's business, whatever the umask or
+	 * an existing file's mode said. */
+	if (fchmod(fd, 0600)) {
+		ret = -errno;
+		pr_perr(ret, "%s: chmod 0600", path);
+		return ret;
+	}
+	/* Set after open: open(O_CREAT|O_DIRECT) creates the file even when it
+	 * then fails with EINVAL. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT)) {
+		if (errno != EINVAL)
+			return -errno;
+		pr_warn("%s: the filesystem has no O_DIRECT, using buffered I/O", path);
+		s->files_buffered++;
+	}
+	/* Reserve the blocks now, so that a full disk fails here rather than
+	 * at some write much later; without fallocate, the file stays sparse. */
+	if (fallocate(fd, 0, 0, (off_t)size) &&
+	    (errno != EOPNOTSUPP || ftruncate(fd, (off_t)size))) {
+		ret = -errno;
+		pr_perr(ret, "%s: cannot allocate %llu bytes", path, (unsigned long long)size);
+		if (!created && ftruncate(fd, 0)) {
+			/* Best effort: blocks fallocate got before failing. */
+		}
+		return ret;
+	}
+	f->pages = size / s->base.page_size;
+	return 0;
+}
+
+int swapfile_open(const struct swapfile_config *cfg, struct backend **out)
+{
+	uint32_t clusters[SWAP_MAX_FILES];
+	int prio[SWAP_MAX_FILES];
+	uint64_t cbytes;
+	struct swapfile *s;
+	int ret;
+
+	if (!cfg || !cfg->page_size || cfg->page_size % 4096 || cfg->page_size > (1u << 30) ||
+	    !cfg->count || cfg->count > SWAP_MAX_FILES || !cfg->files) {
+		pr_err("bad configuration: page size %u, %u files", cfg ? cfg->page_size : 0,
+		       cfg ? cfg->count : 0);
+		return -EINVAL;
+	}
+	cbytes = (uint64_t)cfg->page_size * SWAP_CLUSTER_SLOTS;
+	for (unsigned i = 0; i < cfg->count; i++) {
+		const struct swapfile_spec *sp = &cfg->files[i];
+
+		if (!sp->path || sp->size < cbytes || sp->size / cbytes >= UINT32_MAX) {
+			pr_err("%s: size %llu is not between one cluster (%llu) and 2^32 clusters",
+			       sp->path ? sp->path : "(null)", (unsigned long long)sp->size,
+			       (unsigned long long)cbytes);
+			return -EINVAL;
+		}
+		clusters[i] = (uint32_t)(sp->size / cbytes);
+		prio[i] = sp->priority;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->base.ops = &swapfile_ops;
+	s->base.page_size = cfg->page_size;
+	s->nfiles = cfg->count;
+	for (unsigned i = 0; i < cfg->count; i++)
+		s->fds[i] = -1;
+	for (unsigned i = 0; i < cfg->count; i++) {
+		ret = file_open(s, i, cfg->files[i].path, clusters[i] * cbytes);
+		if (ret)
+			goto fail;
+	}
+	ret = swap_alloc_create(cfg->count, clusters, prio, &s->alloc);
+	if (ret)
+		goto fail;
+	*out = &s->base;
+	return 0;
+fail:
+	sf_close(&s->base);
+	return ret;
+}
+
+void swapfile_get_stats(struct backend *b, struct swapfile_stats *st)
+{
+	struct swapfile *s = to_swapfile(b);
+	struct swap_alloc_usage u;
+
+	swap_alloc_get_usage(s->alloc, &u);
+	st->slots_total = u.slots_total;
+	st->slots_used = u.slots_used;
+	st->clusters_free = u.clusters_free;
+	st->bad_frees = u.bad_frees;
+	st->holes_punched = atomic_load_explicit(&s->holes_punched, memory_order_relaxed);
+	st->punch_errors = atomic_load_explicit(&s->punch_errors, memory_order_relaxed);
+	st->files_buffered = s->files_buffered;
+}
