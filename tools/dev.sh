@@ -76,6 +76,9 @@ sanitize)
 	case "$kind" in address | thread) ;; *) die "usage: tools/dev.sh sanitize address|thread" ;; esac
 	ensure_packages
 	build "build-$kind" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUPAGER_SANITIZE="$kind" -DUPAGER_BENCH=OFF
+	# A report must fail the test, not just be printed.
+	export TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}"
+	export ASAN_OPTIONS="abort_on_error=1 ${ASAN_OPTIONS:-}"
 	run_tests "build-$kind"
 	;;
 cross)
