@@ -65,7 +65,13 @@ bench)
 	for b in build/bench/bench_*; do
 		[ -x "$b" ] || continue
 		say "running $b"
-		"$b" | tee "build/$(basename "$b").out" || status=1
+		rc=0
+		"$b" | tee "build/$(basename "$b").out" || rc=${PIPESTATUS[0]}
+		case $rc in
+		0) ;;
+		77) say "$(basename "$b"): skipped (see above)" ;;
+		*) say "$(basename "$b"): failed ($rc)"; status=1 ;;
+		esac
 	done
 	say "results:"
 	grep -h '^RESULT' build/bench_*.out || true
