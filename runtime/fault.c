@@ -48,7 +48,6 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 	bool zeropage = !write && (ctx->features & UPG_FEAT_ZEROPAGE) && !ctx->paging;
 	bool reserved = false;
 	enum page_state was, now;
-	uint64_t prev;
 	fault_result res;
 	int ret;
 
@@ -143,18 +142,19 @@ claimed:
 	/* Accounting follows the state word: a page counts as resident while
 	 * its word says PG_RESIDENT. A new page is dirty: swap has no copy. */
 	if (now == PG_RESIDENT && was != PG_RESIDENT) {
-		prev = pg_finish_to(pw, pg_make(0, PG_RESIDENT, 0, PG_DIRTY));
+		page_release(r, idx, pg_make(0, PG_RESIDENT, 0, PG_DIRTY));
 		paging_resident(h, r, idx);
 	} else {
 		if (reserved)
 			paging_unreserve(ctx->paging, 1);
-		prev = pg_finish(pw, now);
+		if (was == PG_RESIDENT && now != PG_RESIDENT)
+			atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
+		page_release(r, idx, pg_with_state(old & ~(PG_STALE | PG_WAITERS), now));
 	}
 	/* Wake only after the release: a thread that faults again in between
 	 * must find the page free, or its fault would wait for a wake-up that
-	 * already happened. (A successful ioctl woke everyone itself; faults
-	 * that came meanwhile and were left to us are in PG_WAITERS.) */
-	if ((ret != 0 && res != FAULT_DEFER) || (prev & PG_WAITERS))
+	 * already happened. A successful ioctl woke everyone itself. */
+	if (ret != 0 && res != FAULT_DEFER)
 		uffd_wake(ctx->uffd, page, psize);
 	return res;
 }

@@ -98,9 +98,7 @@ static int cool_one(struct paging *pg, uint64_t ref)
 			pg->page_size, 0);
 	if (ret < 0) {
 		/* EBUSY: pinned by someone (I/O from the page, a fork child). */
-		prev = pg_finish(pw, PG_RESIDENT);
-		if (prev & PG_WAITERS)
-			uffd_wake(ctx->uffd, page_addr(r, idx), pg->page_size);
+		page_release(r, idx, w);
 		return 0;
 	}
 	f->slot1 = pg_val(w);
@@ -110,11 +108,10 @@ static int cool_one(struct paging *pg, uint64_t ref)
 	atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
 	pg->head++;
 	stat_inc(&pg->stats.evicted);
-	prev = pg_finish_to(pw, pg_make(0, PG_COOLING, pos, 0));
+	/* Touched meanwhile: woken, it faults again and moves it back. */
+	prev = page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
 	if (prev & PG_STALE)   /* removed meanwhile: drop what was moved */
 		region_forget(r, page_addr(r, idx), page_addr(r, idx) + pg->page_size);
-	else if (prev & PG_WAITERS)  /* touched meanwhile: it comes back */
-		uffd_wake(ctx->uffd, page_addr(r, idx), pg->page_size);
 	return 1;
 }
 
@@ -131,12 +128,12 @@ static void give_back(struct paging *pg, struct victim *v, struct frame *f)
 		sched_yield();
 	if (ret < 0) {
 		/* The range is gone (unmapped, being destroyed). */
-		pg_finish_to(&v->r->state[v->idx], pg_make(0, PG_NONE, 0, 0));
+		page_release(v->r, v->idx, pg_make(0, PG_NONE, 0, 0));
 		uffd_wake(ctx->uffd, addr, pg->page_size);
 		frame_release(pg, f, v->ref1);
 		return;
 	}
-	pg_finish_to(&v->r->state[v->idx], pg_make(0, PG_RESIDENT, f->slot1, PG_DIRTY));
+	page_release(v->r, v->idx, pg_make(0, PG_RESIDENT, f->slot1, PG_DIRTY));
 	if (atomic_compare_exchange_strong(&f->ref, &v->ref1, 0)) {
 		atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&v->r->resident_pages, 1, memory_order_relaxed);
@@ -182,7 +179,6 @@ static struct upg_region *claim_frame(struct paging *pg, uint64_t pos, uint64_t 
 static void written(struct paging *pg, struct victim *v)
 {
 	struct frame *f = &pg->fe[v->pos % pg->nframes];
-	page_word *pw = &v->r->state[v->idx];
 	uint64_t prev;
 
 	if (v->io.result < 0) {
@@ -200,12 +196,10 @@ static void written(struct paging *pg, struct victim *v)
 
 		backend_discard(pg->backend, &old, 1);
 	}
-	prev = pg_finish_to(pw, pg_make(0, PG_SWAPPED, v->io.slot + 1, 0));
+	prev = page_release(v->r, v->idx, pg_make(0, PG_SWAPPED, v->io.slot + 1, 0));
 	frame_release(pg, f, v->ref1);
 	if (prev & PG_STALE)
 		region_forget(v->r, page_addr(v->r, v->idx), page_addr(v->r, v->idx) + pg->page_size);
-	else if (prev & PG_WAITERS)
-		uffd_wake(pg->ctx->uffd, page_addr(v->r, v->idx), pg->page_size);
 }
 
 /* Free the frames [from, to) of the ring: one madvise per contiguous run. */
@@ -243,13 +237,11 @@ static unsigned writeback_batch(struct paging *pg)
 			continue;
 		if (!f->dirty && f->slot1) {
 			/* Its copy in swap is current: no write. */
-			prev = pg_finish_to(&r->state[idx], pg_make(0, PG_SWAPPED, f->slot1, 0));
+			prev = page_release(r, idx, pg_make(0, PG_SWAPPED, f->slot1, 0));
 			frame_release(pg, f, ref1);
 			stat_inc(&pg->stats.dropped_clean);
 			if (prev & PG_STALE)
 				region_forget(r, page_addr(r, idx), page_addr(r, idx) + pg->page_size);
-			else if (prev & PG_WAITERS)
-				uffd_wake(ctx->uffd, page_addr(r, idx), pg->page_size);
 			continue;
 		}
 		v[n++] = (struct victim){ .r = r, .idx = idx, .pos = pos, .ref1 = ref1 };

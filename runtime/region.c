@@ -119,6 +119,15 @@ static void id_free(struct upg_ctx *ctx, uint32_t id)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
+uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next)
+{
+	uint64_t prev = pg_finish_to(&r->state[idx], next);
+
+	if (prev & PG_WAITERS)
+		uffd_wake(r->ctx->uffd, region_base(r) + (idx << r->page_shift), region_page_size(r));
+	return prev;
+}
+
 struct upg_region *region_by_id(struct upg_ctx *ctx, uint32_t id)
 {
 	return id < UPG_MAX_REGIONS ? atomic_load_explicit(&ctx->by_id[id], memory_order_acquire)

@@ -81,6 +81,14 @@ void region_unmapped(struct upg_region *r, uintptr_t start, uintptr_t end);
 /* The application moved [from, from+len) to `to` (UFFD_EVENT_REMAP). */
 void region_remapped(struct upg_region *r, uintptr_t from, uintptr_t to, uint64_t len);
 
+/*
+ * Release page idx of r, claimed by the caller, into the word `next` (a
+ * pg_make() word; pins are kept), then wake the faults that came while it
+ * was busy (PG_WAITERS): they were left to the claimant. Returns the word as
+ * it was, for PG_STALE.
+ */
+uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next);
+
 /* The live region with this id, or NULL. Caller is an online QSBR reader. */
 struct upg_region *region_by_id(struct upg_ctx *ctx, uint32_t id);
 

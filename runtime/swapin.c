@@ -48,7 +48,7 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 		/* Nothing queued: put everything back and let the thread retry. */
 		buf_put(ph, io);
 		paging_unreserve(pg, 1);
-		pg_finish(&r->state[idx], PG_SWAPPED);
+		page_release(r, idx, pg_with_state(w, PG_SWAPPED));
 		uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
 		stat_inc(&h->stats.read_errors);
 		return FAULT_ERROR;
@@ -69,7 +69,7 @@ static void poison(struct handler *h, struct upg_region *r, uint64_t idx, uint64
 	stat_inc(&h->stats.read_errors);
 	stat_inc(&h->stats.poisoned);
 	backend_discard(ctx->paging->backend, &slot, 1);
-	pg_finish_to(&r->state[idx], pg_make(0, PG_POISONED, 0, 0));
+	page_release(r, idx, pg_make(0, PG_POISONED, 0, 0));
 	uffd_poison(ctx->uffd, addr, region_page_size(r));
 }
 
@@ -78,7 +78,7 @@ static void drop(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t
 {
 	struct paging *pg = h->ctx->paging;
 
-	pg_finish_to(&r->state[idx], pg_make(0, PG_NONE, 0, 0));
+	page_release(r, idx, pg_make(0, PG_NONE, 0, 0));
 	backend_discard(pg->backend, &slot, 1);
 	paging_unreserve(pg, 1);
 	uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
@@ -132,7 +132,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		drop(h, r, idx, io->slot);
 		return true;
 	}
-	pg_finish_to(&r->state[idx], pg_make(0, PG_RESIDENT, io->slot + 1, flags));
+	page_release(r, idx, pg_make(0, PG_RESIDENT, io->slot + 1, flags));
 	paging_resident(h, r, idx);
 	return true;
 }
@@ -178,13 +178,12 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	ret = uffd_move(ctx->uffd, addr, (uintptr_t)frame_addr(pg, pos), region_page_size(r), 0);
 	if (ret == -EAGAIN) {
 		/* An event is pending: retry the fault after it is read. */
-		if (pg_finish(&r->state[idx], PG_COOLING) & PG_WAITERS)
-			uffd_wake(ctx->uffd, addr, region_page_size(r));
+		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
 		stat_inc(&h->stats.ioctl_retries);
 		return FAULT_DEFER;
 	}
 	if (ret < 0) {
-		pg_finish(&r->state[idx], PG_COOLING);
+		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
 		uffd_wake(ctx->uffd, addr, region_page_size(r));
 		if (atomic_load_explicit(&h->stats.errors, memory_order_relaxed) < 8)
 			pr_perr(ret, "cannot move a cooling page back to %#lx", (unsigned long)addr);
@@ -192,7 +191,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_ERROR;
 	}
 	/* The move may have left the page writable: count it dirty. */
-	pg_finish_to(&r->state[idx], pg_make(0, PG_RESIDENT, f->slot1, PG_DIRTY));
+	page_release(r, idx, pg_make(0, PG_RESIDENT, f->slot1, PG_DIRTY));
 	atomic_store_explicit(&f->ref, 0, memory_order_release);
 	atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
 	stat_inc(&h->stats.faults_cooling);
