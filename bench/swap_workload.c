@@ -373,25 +373,18 @@ static void print_memory(const char *when)
 	       swap / 1024);
 }
 
-/*
- * upager_config - set up cfg for the upager side: resident pages capped at
- * `budget` bytes, evicted pages in a swap file of `swap_size` bytes in `dir`.
- * Returns 0, or -EOPNOTSUPP when this build of upager cannot page to swap.
- *
- * upager.h has no swap configuration yet: upg_config.mem_limit exists but is
- * "enforced once a backend is configured". The runtime is to define
- * UPG_HAVE_SWAP in upager.h when upg_config can name a swap file; the field
- * names under the #ifdef are this benchmark's guess, kept in this one place
- * (the compiler points here if they differ). Everything else on the upager
- * side uses only today's API.
- */
+/* The upager side: a context whose memory limit is the budget, paging to
+ * one unlinked swap file in dir. */
 static int upager_config(struct upg_config *cfg, uint64_t budget,
 			 const char *dir, uint64_t swap_size)
 {
 #ifdef UPG_HAVE_SWAP
+	static struct upg_swap_file sf;
+
+	sf = (struct upg_swap_file){ .path = dir, .size = swap_size };
 	cfg->mem_limit = budget;
-	cfg->swap_path = dir;          /* a directory: an unlinked file in it */
-	cfg->swap_size = swap_size;
+	cfg->swap_files = &sf;
+	cfg->nswap_files = 1;
 	return 0;
 #else
 	(void)cfg, (void)budget, (void)dir, (void)swap_size;

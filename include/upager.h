@@ -96,6 +96,8 @@ const char *upg_feature_name(uint64_t feature);
 /* ------------------------------------------------------------------------
  * Contexts
  */
+struct upg_swap_file;
+
 struct upg_config {
 	uint32_t size;              /* sizeof(struct upg_config) */
 	/* Handler threads; 0 = one per CPU this process may run on. */
@@ -107,9 +109,39 @@ struct upg_config {
 	/* Features to ignore even when the kernel has them (enum upg_feature
 	 * bits), to force fallback paths. 0 = use everything. */
 	uint64_t feature_mask;
-	/* Upper bound on the context's resident pages, in bytes; 0 = none.
-	 * Enforced by reclaim once a backend is configured. */
+	/* Upper bound on the memory the context's pages hold, in bytes; 0 =
+	 * none. Pages beyond it are paged out to the swap files, which must
+	 * then be given. Regions of such a context use the base page size. */
 	uint64_t mem_limit;
+	/* Where pages go when mem_limit is reached (see struct upg_swap_file). */
+	const struct upg_swap_file *swap_files;
+	uint32_t nswap_files;
+	/* enum upg_policy: how reclaim picks the pages to page out. */
+	uint32_t policy;
+};
+
+/* Swap paging is in this build: upg_config has mem_limit, swap files and
+ * policy, and upg_stats the swap counters. */
+#define UPG_HAVE_SWAP 1
+
+struct upg_swap_file {
+	/* A directory: an unlinked file is made in it, which no other process
+	 * can open. Anything else names the file itself: created with mode
+	 * 0600 (or truncated) and removed when the context is destroyed. */
+	const char *path;
+	uint64_t size;              /* bytes */
+	int32_t priority;           /* higher is used first; equal ones are striped */
+	uint32_t reserved;          /* 0 */
+};
+
+enum upg_policy {
+	/* Second chance, like the kernel's active/inactive lists: pages
+	 * leave the application's mapping into a cooling pool first, with no
+	 * I/O; a touch there is a cheap minor fault that brings them back,
+	 * and only what reaches the end of the pool is written out. */
+	UPG_POLICY_COOLING = 0,
+	/* Oldest first, no second chance (what Umap does), for comparison. */
+	UPG_POLICY_FIFO = 1,
 };
 
 /* Fill *cfg with defaults (and cfg->size). */
@@ -205,6 +237,21 @@ struct upg_stats {
 	uint64_t events_fork;
 	uint64_t ioctl_retries;     /* EAGAIN from a resolving ioctl */
 	uint64_t errors;            /* faults that could not be resolved */
+
+	/* Paging (contexts with a mem_limit). */
+	uint64_t mem_limit;         /* as configured, bytes */
+	uint64_t cooling_bytes;     /* held in the cooling pool */
+	uint64_t faults_major;      /* page read back from swap */
+	uint64_t faults_cooling;    /* page brought back from the cooling pool */
+	uint64_t faults_deferred;   /* fault waited for reclaim to free memory */
+	uint64_t evicted;           /* pages moved out of the application */
+	uint64_t swap_outs;         /* pages written to swap */
+	uint64_t swap_ins;          /* pages read from swap */
+	uint64_t dropped_clean;     /* evicted without a write: swap copy current */
+	uint64_t write_errors;      /* write-backs that failed (page kept) */
+	uint64_t read_errors;       /* swap-ins that failed or were corrupt */
+	uint64_t poisoned;          /* pages poisoned after a failed swap-in */
+	uint64_t faults_dirty;      /* first writes to clean pages (dirty tracking) */
 
 	/* Handler service time per fault message, read to resolved. */
 	uint64_t latency_hist[UPG_LAT_BUCKETS];

@@ -32,8 +32,10 @@ static int config_copy(struct upg_config *dst, const struct upg_config *src)
 		return -EINVAL;
 	memcpy(dst, src, src->size < sizeof(*dst) ? src->size : sizeof(*dst));
 	dst->size = sizeof(*dst);
-	if (dst->handler_threads > 1024)
+	if (dst->handler_threads > 1024 || dst->policy > UPG_POLICY_FIFO)
 		return -EINVAL;
+	if (!dst->mem_limit != !dst->nswap_files)
+		return -EINVAL;   /* a limit needs swap files, and swap files a limit */
 	return 0;
 }
 
@@ -133,23 +135,43 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 	if (ret < 0)
 		goto err_close;
 	pthread_mutex_init(&ctx->lock, NULL);
+	ctx->by_id = mmap(NULL, UPG_MAX_REGIONS * sizeof(*ctx->by_id), PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (ctx->by_id == MAP_FAILED) {
+		ctx->by_id = NULL;
+		ret = -ENOMEM;
+		goto err_registry;
+	}
+	ret = paging_create(ctx);
+	ctx->cfg.swap_files = NULL;     /* the caller's; not needed past here */
+	if (ret < 0)
+		goto err_registry;
 
 	ctx->nhandlers = ctx->cfg.handler_threads ? ctx->cfg.handler_threads : allowed_cpus();
 	ctx->handlers = aligned_alloc(64, ctx->nhandlers * sizeof(*ctx->handlers));
-	ctx->qsbr_readers = aligned_alloc(64, ctx->nhandlers * sizeof(*ctx->qsbr_readers));
+	/* One reader per handler, and one for the reclaimer. */
+	ctx->qsbr_readers = aligned_alloc(64, (ctx->nhandlers + 1) * sizeof(*ctx->qsbr_readers));
 	if (!ctx->handlers || !ctx->qsbr_readers) {
 		ret = -ENOMEM;
 		goto err_registry;
 	}
 	memset(ctx->handlers, 0, ctx->nhandlers * sizeof(*ctx->handlers));
-	qsbr_init(&ctx->qsbr, ctx->qsbr_readers, ctx->nhandlers);
+	qsbr_init(&ctx->qsbr, ctx->qsbr_readers, ctx->nhandlers + 1);
 	ret = handlers_start(ctx);
 	if (ret < 0)
 		goto err_registry;
+	ret = paging_start(ctx);
+	if (ret < 0) {
+		handlers_stop(ctx);
+		goto err_registry;
+	}
 	*out = ctx;
 	return 0;
 
 err_registry:
+	paging_destroy(ctx);
+	if (ctx->by_id)
+		munmap(ctx->by_id, UPG_MAX_REGIONS * sizeof(*ctx->by_id));
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx->handlers);
 	free(ctx->qsbr_readers);
@@ -172,7 +194,13 @@ void upg_ctx_destroy(upg_ctx *ctx)
 	/* Regions first, while handlers still serve events and faults in
 	 * flight; then the pool. */
 	regions_destroy_all(ctx);
+	/* The reclaimer before the handlers: its madvise waits for a handler
+	 * to read the event. The handlers before the backend they use. */
+	paging_stop(ctx);
 	handlers_stop(ctx);
+	paging_destroy(ctx);
+	munmap(ctx->by_id, UPG_MAX_REGIONS * sizeof(*ctx->by_id));
+	free(ctx->id_free);
 	registry_destroy(&ctx->registry);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx->handlers);
@@ -202,6 +230,14 @@ int upg_stats_get(upg_ctx *ctx, struct upg_stats *st)
 	pthread_mutex_unlock(&ctx->lock);
 	for (unsigned i = 0; i < ctx->nhandlers; i++)
 		stats_accumulate(&all, &ctx->handlers[i].stats);
+	if (ctx->paging) {
+		struct paging *pg = ctx->paging;
+
+		stats_accumulate(&all, &pg->stats);
+		all.mem_limit = ctx->cfg.mem_limit;
+		all.cooling_bytes = atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) *
+				    pg->page_size;
+	}
 	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
 	st->size = size < sizeof(all) ? size : (uint32_t)sizeof(all);
 	return 0;

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "paging.h"
 #include "qsbr.h"
 #include "registry.h"
 #include "stats.h"
@@ -19,6 +20,11 @@ struct handler {
 	unsigned id;
 	int cpu;                    /* pinned to this CPU, or -1 */
 	struct handler_stats stats;
+	struct paging_handler paging;
+	/* Faults that could not be resolved yet (no memory, a layout change
+	 * in progress): their threads wait until a retry resolves them. */
+	struct uffd_msg deferred[64];
+	unsigned ndeferred;
 } __attribute__((aligned(64)));
 
 struct upg_ctx {
@@ -36,6 +42,13 @@ struct upg_ctx {
 	pthread_mutex_t lock;       /* the region list; ranks before the registry */
 	struct upg_region *regions; /* every live region, for destroy and stats */
 	uint64_t nregions;
+	/* Regions by id, for references that must not hold pointers (queued
+	 * pages, I/O in flight). A MAP_NORESERVE table; ids are recycled. */
+	_Atomic(struct upg_region *) *by_id;
+	uint32_t id_next, id_nfree, id_cap;
+	uint32_t *id_free;
+
+	struct paging *paging;      /* NULL without a mem_limit */
 
 	struct registry registry;
 	struct qsbr qsbr;
@@ -43,6 +56,9 @@ struct upg_ctx {
 	struct handler *handlers;
 	unsigned nhandlers;
 };
+
+/* Regions one context can hold at once. */
+#define UPG_MAX_REGIONS (1u << 20)
 
 /* Largest page size a region may have: bounds the zero source. */
 #define UPG_MAX_PAGE_SIZE (2ull << 20)

@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "ctx.h"
 #include "log.h"
+#include "paging.h"
 #include "region.h"
 #include "uffd.h"
 
@@ -41,18 +43,58 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 	size_t psize = (size_t)region_page_size(r);
 	uintptr_t page = region_base(r) + (idx << r->page_shift);
 	uint64_t old = pg_load(pw);
-	bool zeropage = !write && (ctx->features & UPG_FEAT_ZEROPAGE);
+	/* Under a memory limit every page is private from the start: a zero
+	 * page written later would be copied by the kernel behind our back. */
+	bool zeropage = !write && (ctx->features & UPG_FEAT_ZEROPAGE) && !ctx->paging;
+	bool reserved = false;
 	enum page_state was, now;
 	fault_result res;
 	int ret;
 
 	/* Claim the page. A page already claimed is being resolved by another
-	 * handler, whose ioctl wakes every thread waiting on it, ours too. */
-	do {
-		if (pg_state(old) == PG_BUSY)
-			return FAULT_SHARED;
-	} while (!pg_cas(pw, &old, pg_with_state(old, PG_BUSY)));
+	 * thread; it wakes the waiters when it is done (PG_WAITERS). */
+	for (;;) {
+		switch (pg_state(old)) {
+		case PG_BUSY:
+			if (!pg_cas(pw, &old, old | PG_WAITERS))
+				continue;
+			res = FAULT_SHARED;
+			break;
+		case PG_SWAPPED:
+			res = paging_swapin(h, r, idx, old);
+			break;
+		case PG_COOLING:
+			res = paging_uncool(h, r, idx, old);
+			break;
+		case PG_POISONED:
+			uffd_poison(ctx->uffd, page, psize);
+			res = FAULT_ERROR;
+			break;
+		case PG_NONE:
+			if (ctx->paging && !reserved) {
+				if (!paging_reserve(ctx->paging))
+					return FAULT_DEFER;
+				reserved = true;
+			}
+			/* fall through */
+		default:
+			if (pg_cas(pw, &old, pg_with_state(old, PG_BUSY)))
+				goto claimed;
+			continue;
+		}
+		if (res != FAULT_AGAIN) {
+			if (reserved)
+				paging_unreserve(ctx->paging, 1);
+			return res;
+		}
+		old = pg_load(pw);
+	}
+claimed:
 	was = pg_state(old);
+	if (reserved && was != PG_NONE) {
+		paging_unreserve(ctx->paging, 1);
+		reserved = false;
+	}
 
 	ret = map_zero(ctx, page, psize, zeropage);
 	if (ret == -EEXIST && psize > base_page(ctx)) {
@@ -73,23 +115,21 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 		/* Mapped already: this message arrived after the fault was
 		 * resolved (a duplicate from another thread). */
 		now = was == PG_NONE ? PG_RESIDENT : was;
-		uffd_wake(ctx->uffd, page, psize);
 		res = FAULT_SHARED;
 		break;
 	case -EAGAIN:
-		/* The layout is changing (an event waits to be read): let the
-		 * thread fault again once it has settled, rather than spin
-		 * here and keep the event from being read. */
+		/* The layout is changing: an event waits to be read, and the
+		 * kernel hands events out only when no fault is pending. So
+		 * the thread is not woken to fault again (that would starve
+		 * the event); its fault is retried a little later. */
 		now = was;
-		uffd_wake(ctx->uffd, page, psize);
 		stat_inc(&h->stats.ioctl_retries);
-		res = FAULT_RETRY;
+		res = FAULT_DEFER;
 		break;
 	default:
 		/* ENOENT: the range is no longer registered (region being
 		 * destroyed, or unmapped); ESRCH: the process is exiting. */
 		now = was;
-		uffd_wake(ctx->uffd, page, psize);
 		if (ret == -ENOENT || ret == -ESRCH || atomic_load(&r->dying)) {
 			res = FAULT_STALE;
 		} else {
@@ -100,23 +140,45 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 	}
 
 	/* Accounting follows the state word: a page counts as resident while
-	 * its word says PG_RESIDENT. */
-	if (now == PG_RESIDENT && was != PG_RESIDENT)
-		atomic_fetch_add_explicit(&r->resident_pages, 1, memory_order_relaxed);
-	pg_finish(pw, now);
+	 * its word says PG_RESIDENT. A new page is dirty: swap has no copy. */
+	if (now == PG_RESIDENT && was != PG_RESIDENT) {
+		page_release(r, idx, pg_make(0, PG_RESIDENT, 0, PG_DIRTY));
+		paging_resident(h, r, idx);
+	} else {
+		if (reserved)
+			paging_unreserve(ctx->paging, 1);
+		if (was == PG_RESIDENT && now != PG_RESIDENT)
+			atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
+		page_release(r, idx, pg_with_state(old & ~(PG_STALE | PG_WAITERS), now));
+	}
+	/* Wake only after the release: a thread that faults again in between
+	 * must find the page free, or its fault would wait for a wake-up that
+	 * already happened. A successful ioctl woke everyone itself. */
+	if (ret != 0 && res != FAULT_DEFER)
+		uffd_wake(ctx->uffd, page, psize);
 	return res;
 }
 
-/* A write to a write-protected page. Nothing protects pages yet, so the
- * protection is lifted and the writer goes on. */
+/* A write to a write-protected page: a clean page's first write under
+ * dirty tracking. Elsewhere nothing protects pages, so the protection is
+ * lifted and the writer goes on. */
 static fault_result resolve_wp(struct handler *h, uintptr_t addr)
 {
 	size_t bp = base_page(h->ctx);
-	int ret = uffd_writeprotect(h->ctx->uffd, addr & ~(uintptr_t)(bp - 1), bp, 0);
+	struct upg_region *r;
+	int ret;
 
-	if (ret < 0 && ret != -ENOENT) {
-		report_error(h, addr, ret);
-		return FAULT_ERROR;
+	if (h->ctx->paging && (r = registry_lookup(&h->ctx->registry, addr)))
+		return paging_wp_fault(h, r, region_index(r, addr));
+	ret = uffd_writeprotect(h->ctx->uffd, addr & ~(uintptr_t)(bp - 1), bp, 0);
+	if (ret == -EAGAIN)
+		return FAULT_DEFER;
+	if (ret < 0) {
+		uffd_wake(h->ctx->uffd, addr & ~(uintptr_t)(bp - 1), bp);
+		if (ret != -ENOENT) {
+			report_error(h, addr, ret);
+			return FAULT_ERROR;
+		}
 	}
 	return FAULT_DONE;
 }
@@ -132,7 +194,8 @@ static void handle_pagefault(struct handler *h, const struct uffd_msg *msg)
 	stat_inc(&h->stats.faults);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
 		stat_inc(&h->stats.faults_wp);
-		resolve_wp(h, addr);
+		if (resolve_wp(h, addr) == FAULT_DEFER && !fault_defer(h, msg))
+			uffd_wake(ctx->uffd, addr & ~(uintptr_t)(base_page(ctx) - 1), base_page(ctx));
 		return;
 	}
 	if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
@@ -159,6 +222,29 @@ static void handle_pagefault(struct handler *h, const struct uffd_msg *msg)
 		stat_inc(&h->stats.faults_shared);
 	else if (res == FAULT_STALE)
 		stat_inc(&h->stats.faults_stale);
+	else if (res == FAULT_DEFER && !fault_defer(h, msg))
+		/* No room to keep it: let the thread fault again. */
+		uffd_wake(ctx->uffd, addr & ~(uintptr_t)(base_page(ctx) - 1), base_page(ctx));
+}
+
+bool fault_defer(struct handler *h, const struct uffd_msg *msg)
+{
+	if (h->ndeferred == sizeof(h->deferred) / sizeof(h->deferred[0]))
+		return false;
+	h->deferred[h->ndeferred++] = *msg;
+	stat_inc(&h->stats.faults_deferred);
+	return true;
+}
+
+void fault_retry_deferred(struct handler *h)
+{
+	struct uffd_msg msgs[sizeof(h->deferred) / sizeof(h->deferred[0])];
+	unsigned n = h->ndeferred;
+
+	memcpy(msgs, h->deferred, n * sizeof(msgs[0]));
+	h->ndeferred = 0;
+	for (unsigned i = 0; i < n; i++)
+		handle_pagefault(h, &msgs[i]);
 }
 
 /* Apply fn to every region overlapping [start, end). */

@@ -14,6 +14,7 @@
 #include "ctx.h"
 #include "fault.h"
 #include "log.h"
+#include "paging.h"
 
 /* Messages taken per read(2). One: a second fault queued behind the first
  * is better served by the handler that wakes for it on its own CPU than
@@ -25,10 +26,12 @@ static void *handler_main(void *arg)
 	struct handler *h = arg;
 	struct upg_ctx *ctx = h->ctx;
 	struct qsbr_reader *qs = &ctx->qsbr_readers[h->id];
-	struct pollfd pfd[2] = {
+	struct pollfd pfd[3] = {
 		{ .fd = ctx->uffd, .events = POLLIN },
 		{ .fd = ctx->stop_fd, .events = POLLIN },
+		{ .fd = paging_handler_fd(h), .events = POLLIN },
 	};
+	nfds_t npfd = pfd[2].fd >= 0 ? 3 : 2;
 	struct uffd_msg msgs[MSG_BATCH];
 	char name[16];
 	sigset_t all;
@@ -44,7 +47,9 @@ static void *handler_main(void *arg)
 		ssize_t n;
 
 		qsbr_offline(qs);
-		if (poll(pfd, 2, -1) < 0) {
+		/* Deferred work waits for reclaim or an event: look again
+		 * every millisecond. */
+		if (poll(pfd, npfd, h->ndeferred || paging_pending(h) ? 1 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_perr(-errno, "poll");
@@ -53,6 +58,11 @@ static void *handler_main(void *arg)
 		if (pfd[1].revents)
 			break;
 		qsbr_online(&ctx->qsbr, qs);
+		paging_reap(h);
+		if (h->ndeferred)
+			fault_retry_deferred(h);
+		if (!(pfd[0].revents & POLLIN))
+			continue;
 		n = read(ctx->uffd, msgs, sizeof(msgs));
 		if (n < 0) {
 			/* EAGAIN: another handler took the message. */
@@ -93,6 +103,11 @@ int handlers_start(struct upg_ctx *ctx)
 
 		h->ctx = ctx;
 		h->id = started;
+		ret = paging_handler_init(h);
+		if (ret < 0) {
+			paging_handler_fini(h);
+			break;
+		}
 		h->cpu = ctx->cfg.pin_handlers
 			 ? nth_allowed_cpu(&allowed, started % (unsigned)CPU_COUNT(&allowed))
 			 : -1;
@@ -107,6 +122,7 @@ int handlers_start(struct upg_ctx *ctx)
 		ret = -pthread_create(&h->thread, &attr, handler_main, h);
 		pthread_attr_destroy(&attr);
 		if (ret < 0) {
+			paging_handler_fini(h);
 			pr_perr(ret, "cannot start handler thread %u", started);
 			break;
 		}
@@ -123,6 +139,8 @@ void handlers_stop(struct upg_ctx *ctx)
 	/* The eventfd stays readable, so every handler sees it. */
 	if (eventfd_write(ctx->stop_fd, 1) < 0)
 		pr_perr(-errno, "cannot signal handlers to stop");
-	for (unsigned i = 0; i < ctx->nhandlers; i++)
+	for (unsigned i = 0; i < ctx->nhandlers; i++) {
 		pthread_join(ctx->handlers[i].thread, NULL);
+		paging_handler_fini(&ctx->handlers[i]);
+	}
 }

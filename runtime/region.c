@@ -9,6 +9,7 @@
 
 #include "ctx.h"
 #include "log.h"
+#include "paging.h"
 #include "uffd.h"
 
 /* State arrays up to this size come from calloc, larger ones from mmap. */
@@ -32,31 +33,105 @@ static int opts_copy(struct upg_region_opts *dst, const struct upg_region_opts *
 	return dst->flags ? -EINVAL : 0;
 }
 
-static int state_alloc(struct upg_region *r)
+/* A zeroed array of n elements of `size` bytes: calloc'd when small, an
+ * untouched MAP_NORESERVE mapping when large, so that the metadata of a
+ * sparse region costs nothing until touched (PG_NONE being 0). */
+static void *array_alloc(uint64_t n, size_t size, size_t *bytes, bool *mapped)
 {
-	r->state_bytes = r->npages * sizeof(page_word);
-	if (r->state_bytes <= STATE_CALLOC_MAX) {
-		r->state = calloc(r->npages, sizeof(page_word));
-		return r->state ? 0 : -ENOMEM;
-	}
-	/* Zero-filled by the kernel on first touch: untouched pages of a
-	 * sparse region cost nothing, PG_NONE being 0. */
-	r->state = mmap(NULL, r->state_bytes, PROT_READ | PROT_WRITE,
-			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (r->state == MAP_FAILED) {
-		r->state = NULL;
+	void *p;
+
+	*bytes = n * size;
+	*mapped = *bytes > STATE_CALLOC_MAX;
+	if (!*mapped)
+		return calloc(n, size);
+	p = mmap(NULL, *bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		 -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void array_free(void *p, size_t bytes, bool mapped)
+{
+	if (mapped)
+		munmap(p, bytes);
+	else
+		free(p);
+}
+
+static void metadata_free(struct upg_region *r)
+{
+	bool crc_mapped = r->crc_bytes > STATE_CALLOC_MAX;
+
+	if (r->state)
+		array_free((void *)r->state, r->state_bytes, r->state_mapped);
+	if (r->crc)
+		array_free(r->crc, r->crc_bytes, crc_mapped);
+}
+
+static int metadata_alloc(struct upg_region *r, bool paging)
+{
+	bool crc_mapped;
+
+	r->state = array_alloc(r->npages, sizeof(page_word), &r->state_bytes, &r->state_mapped);
+	if (paging)
+		r->crc = array_alloc(r->npages, sizeof(uint32_t), &r->crc_bytes, &crc_mapped);
+	if (!r->state || (paging && !r->crc)) {
+		metadata_free(r);
 		return -ENOMEM;
 	}
-	r->state_mapped = true;
 	return 0;
 }
 
-static void state_free(struct upg_region *r)
+/* Give r an id and make it findable by it. -ENOSPC past UPG_MAX_REGIONS. */
+static int id_alloc(struct upg_ctx *ctx, struct upg_region *r)
 {
-	if (r->state_mapped)
-		munmap((void *)r->state, r->state_bytes);
+	int ret = 0;
+
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->id_nfree)
+		r->id = ctx->id_free[--ctx->id_nfree];
+	else if (ctx->id_next < UPG_MAX_REGIONS)
+		r->id = ctx->id_next++;
 	else
-		free((void *)r->state);
+		ret = -ENOSPC;
+	if (!ret)
+		atomic_store_explicit(&ctx->by_id[r->id], r, memory_order_release);
+	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+/* After a grace period since by_id[id] was cleared. */
+static void id_free(struct upg_ctx *ctx, uint32_t id)
+{
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->id_nfree == ctx->id_cap) {
+		uint32_t cap = ctx->id_cap ? 2 * ctx->id_cap : 256;
+		uint32_t *ids = realloc(ctx->id_free, cap * sizeof(*ids));
+
+		if (!ids) {
+			/* Leak the id rather than fail a destroy. */
+			pthread_mutex_unlock(&ctx->lock);
+			return;
+		}
+		ctx->id_free = ids;
+		ctx->id_cap = cap;
+	}
+	ctx->id_free[ctx->id_nfree++] = id;
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next)
+{
+	uint64_t prev = pg_finish_to(&r->state[idx], next);
+
+	if (prev & PG_WAITERS)
+		uffd_wake(r->ctx->uffd, region_base(r) + (idx << r->page_shift), region_page_size(r));
+	return prev;
+}
+
+struct upg_region *region_by_id(struct upg_ctx *ctx, uint32_t id)
+{
+	return id < UPG_MAX_REGIONS ? atomic_load_explicit(&ctx->by_id[id], memory_order_acquire)
+				    : NULL;
 }
 
 /* Reserve size bytes aligned to align (a power of two >= the base page). */
@@ -96,6 +171,8 @@ int upg_region_create(upg_ctx *ctx, uint64_t size, const struct upg_region_opts 
 	psize = opts.page_size ? opts.page_size : base_page;
 	if (psize < base_page || (psize & (psize - 1)) || psize > UPG_MAX_PAGE_SIZE)
 		return -EINVAL;
+	if (ctx->paging && psize != base_page)
+		return -EINVAL;   /* swap slots are base pages */
 	if (!size || size % psize || size > (1ull << 47))
 		return -EINVAL;
 
@@ -107,16 +184,23 @@ int upg_region_create(upg_ctx *ctx, uint64_t size, const struct upg_region_opts 
 	r->page_shift = (unsigned)__builtin_ctzll(psize);
 	r->npages = size >> r->page_shift;
 	pthread_mutex_init(&r->lock, NULL);
-	ret = state_alloc(r);
+	ret = metadata_alloc(r, ctx->paging != NULL);
 	if (ret < 0)
 		goto err_free;
+	ret = id_alloc(ctx, r);
+	if (ret < 0)
+		goto err_state;
 
 	addr = map_aligned(size, psize, base_page);
 	if (addr == MAP_FAILED) {
 		ret = -errno;
-		goto err_state;
+		goto err_id;
 	}
 	atomic_init(&r->base, (uintptr_t)addr);
+	/* Eviction moves single pages: keep khugepaged from gathering them
+	 * into huge pages first. */
+	if (ctx->paging)
+		madvise(addr, size, MADV_NOHUGEPAGE);
 
 	/* Findable before registration, so that no fault can come for an
 	 * address the registry does not know. */
@@ -143,11 +227,15 @@ int upg_region_create(upg_ctx *ctx, uint64_t size, const struct upg_region_opts 
 
 err_registry:
 	registry_remove(&ctx->registry, r);
-	registry_reclaim(&ctx->registry, &ctx->qsbr);
 err_unmap:
 	munmap(addr, size);
+err_id:
+	/* Nothing can have looked the id up yet: no page of r was touched. */
+	atomic_store(&ctx->by_id[r->id], NULL);
+	registry_reclaim(&ctx->registry, &ctx->qsbr);
+	id_free(ctx, r->id);
 err_state:
-	state_free(r);
+	metadata_free(r);
 err_free:
 	pthread_mutex_destroy(&r->lock);
 	free(r);
@@ -197,8 +285,16 @@ int upg_region_destroy(upg_region *r)
 	pthread_mutex_unlock(&r->lock);
 	if (atomic_exchange(&r->in_registry, false))
 		registry_remove(&ctx->registry, r);
+	atomic_store_explicit(&ctx->by_id[r->id], NULL, memory_order_release);
 	registry_reclaim(&ctx->registry, &ctx->qsbr);
 	qsbr_synchronize(&ctx->qsbr);
+	/* Give back what its pages hold: swap slots, cooling frames, budget.
+	 * Pages still busy belong to their claimants, which find the region
+	 * gone and clean up themselves. The id is recycled only after, so
+	 * that no frame reference can name another region's page meanwhile. */
+	if (ctx->paging)
+		region_forget(r, region_base(r), region_base(r) + r->size);
+	id_free(ctx, r->id);
 
 	pthread_mutex_lock(&ctx->lock);
 	if (r->prev)
@@ -211,7 +307,7 @@ int upg_region_destroy(upg_region *r)
 	pthread_mutex_unlock(&ctx->lock);
 
 	for_each_mapped(r, unmap_part);
-	state_free(r);
+	metadata_free(r);
 	free(r->holes);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
@@ -272,8 +368,8 @@ void region_forget(struct upg_region *r, uintptr_t start, uintptr_t end)
 			if (next == w)
 				break;
 		} while (!pg_cas(pw, &w, next));
-		if (next != w && pg_state(w) == PG_RESIDENT)
-			atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
+		if (next != w && pg_state(w) != PG_BUSY)
+			paging_forget_page(r->ctx->paging, r, i, w);
 	}
 }
 

@@ -31,9 +31,14 @@ struct upg_region {
 	uint64_t size;
 	uint64_t npages;
 	unsigned page_shift;
+	uint32_t id;                /* index in ctx->by_id: how queues name it */
 	page_word *state;
 	size_t state_bytes;
 	bool state_mapped;          /* state came from mmap, not calloc */
+	uint32_t *crc;              /* crc32c of each page's copy in swap
+				     * (paging contexts only; same allocation
+				     * rules as state) */
+	size_t crc_bytes;
 	_Atomic uint64_t resident_pages;    /* pages whose word says PG_RESIDENT */
 	_Atomic bool in_registry;
 	_Atomic bool dying;
@@ -75,6 +80,17 @@ void region_unmapped(struct upg_region *r, uintptr_t start, uintptr_t end);
 
 /* The application moved [from, from+len) to `to` (UFFD_EVENT_REMAP). */
 void region_remapped(struct upg_region *r, uintptr_t from, uintptr_t to, uint64_t len);
+
+/*
+ * Release page idx of r, claimed by the caller, into the word `next` (a
+ * pg_make() word; pins are kept), then wake the faults that came while it
+ * was busy (PG_WAITERS): they were left to the claimant. Returns the word as
+ * it was, for PG_STALE.
+ */
+uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next);
+
+/* The live region with this id, or NULL. Caller is an online QSBR reader. */
+struct upg_region *region_by_id(struct upg_ctx *ctx, uint32_t id);
 
 /* Destroy every region of ctx (upg_ctx_destroy). */
 void regions_destroy_all(struct upg_ctx *ctx);

@@ -22,7 +22,10 @@ static const int config_stats = 1;
 	X(faults) X(faults_read) X(faults_write) X(faults_wp) X(faults_minor)   \
 	X(faults_shared) X(faults_stale) X(zero_mapped) X(zero_filled)          \
 	X(events_remove) X(events_unmap) X(events_remap) X(events_fork)         \
-	X(ioctl_retries) X(errors)
+	X(ioctl_retries) X(errors) X(faults_major) X(faults_cooling)         \
+	X(faults_deferred) X(evicted) X(swap_outs) X(swap_ins)                  \
+	X(dropped_clean) X(write_errors) X(read_errors) X(poisoned)             \
+	X(faults_dirty)
 
 struct handler_stats {
 #define X(name) _Atomic uint64_t name;

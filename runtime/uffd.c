@@ -256,3 +256,19 @@ int uffd_writeprotect(int fd, uintptr_t addr, size_t len, int protect)
 
 	return ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
+
+int uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t mode)
+{
+	struct uffdio_move m = { .dst = dst, .src = src, .len = len, .mode = mode };
+
+	if (ioctl(fd, UFFDIO_MOVE, &m) < 0)
+		return -errno;
+	return m.move == (int64_t)len ? 0 : -EAGAIN;
+}
+
+int uffd_poison(int fd, uintptr_t addr, size_t len)
+{
+	struct uffdio_poison p = { .range = { addr, len } };
+
+	return ioctl(fd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+}

@@ -34,5 +34,9 @@ int uffd_zeropage(int fd, uintptr_t addr, size_t len);
 int uffd_copy(int fd, uintptr_t dst, const void *src, size_t len, uint64_t mode);
 int uffd_wake(int fd, uintptr_t addr, size_t len);
 int uffd_writeprotect(int fd, uintptr_t addr, size_t len, int protect);
+/* Move the pages at src to dst (both registered with fd; dst unmapped). */
+int uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t mode);
+/* Make a touch of [addr, addr+len) raise SIGBUS. */
+int uffd_poison(int fd, uintptr_t addr, size_t len);
 
 #endif /* UPG_UFFD_H */

@@ -1,0 +1,271 @@
+/* paging.c - the paging state of a context: creation, budget, accounting. */
+#define LOG_PREFIX "paging: "
+#include "paging.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ctx.h"
+#include "log.h"
+#include "region.h"
+#include "swapfile.h"
+#include "uffd.h"
+
+/* I/O buffers per handler: swap-ins in flight at once. */
+#define HANDLER_BUFS 64u
+/* Candidates a handler can hand the reclaimer between two of its passes. */
+#define HANDLER_RESQ (1u << 16)
+
+static int open_backend(struct paging *pg, const struct upg_config *cfg)
+{
+	struct swapfile_spec specs[SWAP_MAX_FILES];
+	struct swapfile_config sc = {
+		.page_size = (uint32_t)pg->page_size,
+		.count = cfg->nswap_files,
+		.files = specs,
+	};
+
+	if (!cfg->nswap_files || cfg->nswap_files > SWAP_MAX_FILES || !cfg->swap_files)
+		return -EINVAL;
+	for (unsigned i = 0; i < cfg->nswap_files; i++) {
+		const struct upg_swap_file *f = &cfg->swap_files[i];
+
+		if (!f->path || f->reserved)
+			return -EINVAL;
+		specs[i] = (struct swapfile_spec){ f->path, f->size, f->priority };
+	}
+	return swapfile_open(&sc, &pg->backend);
+}
+
+int paging_create(struct upg_ctx *ctx)
+{
+	const struct upg_config *cfg = &ctx->cfg;
+	struct paging *pg;
+	int ret;
+
+	if (!cfg->mem_limit)
+		return cfg->nswap_files ? -EINVAL : 0;
+	if (cfg->policy > UPG_POLICY_FIFO)
+		return -EINVAL;
+	if (!(ctx->features & UPG_FEAT_MOVE)) {
+		/* The write-protect and mprotect eviction paths are not in
+		 * this build yet. */
+		pr_err("paging under a memory limit needs UFFDIO_MOVE (Linux 6.8)");
+		return -EOPNOTSUPP;
+	}
+	pg = calloc(1, sizeof(*pg));
+	if (!pg)
+		return -ENOMEM;
+	pg->ctx = ctx;
+	pg->kick_fd = -1;
+	pg->policy = cfg->policy;
+	pg->page_size = 1ull << ctx->base_page_shift;
+	pg->limit = cfg->mem_limit / pg->page_size;
+	if (pg->limit < 8 * PAGING_BATCH) {
+		pr_err("mem_limit below %llu KiB",
+		       (unsigned long long)(8 * PAGING_BATCH * pg->page_size >> 10));
+		ret = -EINVAL;
+		goto err;
+	}
+	pg->high_wm = pg->limit - 2 * PAGING_BATCH;
+	pg->low_wm = pg->limit - 4 * PAGING_BATCH;
+	pg->cool_target = pg->policy == UPG_POLICY_FIFO ? 0 : pg->limit / 4;
+	pg->nframes = pg->cool_target + 4 * PAGING_BATCH;
+
+	ret = open_backend(pg, cfg);
+	if (ret < 0) {
+		pr_perr(ret, "cannot open the swap files");
+		goto err;
+	}
+
+	/* The cooling pool: registered so that UFFDIO_MOVE may use it, never
+	 * touched by anyone but the kernel on our behalf. */
+	pg->frames = mmap(NULL, pg->nframes * pg->page_size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (pg->frames == MAP_FAILED) {
+		pg->frames = NULL;
+		ret = -ENOMEM;
+		goto err;
+	}
+	madvise(pg->frames, pg->nframes * pg->page_size, MADV_NOHUGEPAGE);
+	ret = uffd_register(ctx->uffd, pg->frames, pg->nframes * pg->page_size,
+			    UFFDIO_REGISTER_MODE_MISSING);
+	if (ret < 0)
+		goto err;
+	pg->fe = calloc(pg->nframes, sizeof(*pg->fe));
+	pg->lru_mask = (1ull << 20) - 1;
+	while (pg->lru_mask < 2 * pg->limit)
+		pg->lru_mask = pg->lru_mask << 1 | 1;
+	pg->lru = malloc((pg->lru_mask + 1) * sizeof(*pg->lru));
+	pg->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!pg->fe || !pg->lru || pg->kick_fd < 0) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	ret = backend_queue_open(pg->backend, 2 * PAGING_BATCH, &pg->queue);
+	if (ret < 0)
+		goto err;
+	ctx->paging = pg;
+	return 0;
+err:
+	ctx->paging = pg;
+	paging_destroy(ctx);
+	return ret;
+}
+
+int paging_start(struct upg_ctx *ctx)
+{
+	struct paging *pg = ctx->paging;
+
+	if (!pg)
+		return 0;
+	return -pthread_create(&pg->thread, NULL, paging_reclaimer_main, pg);
+}
+
+void paging_stop(struct upg_ctx *ctx)
+{
+	struct paging *pg = ctx->paging;
+
+	if (!pg || !pg->thread)
+		return;
+	atomic_store(&pg->stop, true);
+	paging_kick(pg);
+	pthread_join(pg->thread, NULL);
+	pg->thread = 0;
+}
+
+void paging_destroy(struct upg_ctx *ctx)
+{
+	struct paging *pg = ctx->paging;
+
+	if (!pg)
+		return;
+	paging_stop(ctx);
+	backend_queue_close(pg->queue);
+	if (pg->frames) {
+		uffd_unregister(ctx->uffd, pg->frames, pg->nframes * pg->page_size);
+		munmap(pg->frames, pg->nframes * pg->page_size);
+	}
+	backend_close(pg->backend);
+	if (pg->kick_fd >= 0)
+		close(pg->kick_fd);
+	free(pg->fe);
+	free(pg->lru);
+	free(pg);
+	ctx->paging = NULL;
+}
+
+int paging_handler_init(struct handler *h)
+{
+	struct paging *pg = h->ctx->paging;
+	struct paging_handler *ph = &h->paging;
+	int ret;
+
+	if (!pg)
+		return 0;
+	ret = backend_queue_open(pg->backend, HANDLER_BUFS, &ph->queue);
+	if (ret < 0)
+		return ret;
+	ret = resq_init(&ph->resq, HANDLER_RESQ);
+	if (ret < 0)
+		return ret;
+	ph->nbufs = HANDLER_BUFS;
+	ph->bufs = aligned_alloc(4096, HANDLER_BUFS * pg->page_size);
+	ph->ios = calloc(HANDLER_BUFS, sizeof(*ph->ios));
+	ph->free_bufs = calloc(HANDLER_BUFS, sizeof(*ph->free_bufs));
+	if (!ph->bufs || !ph->ios || !ph->free_bufs)
+		return -ENOMEM;
+	for (unsigned i = 0; i < HANDLER_BUFS; i++) {
+		ph->ios[i].buf = ph->bufs + i * pg->page_size;
+		ph->free_bufs[ph->nfree++] = i;
+	}
+	return 0;
+}
+
+void paging_handler_fini(struct handler *h)
+{
+	struct paging_handler *ph = &h->paging;
+
+	backend_queue_close(ph->queue);
+	resq_fini(&ph->resq);
+	free(ph->bufs);
+	free(ph->ios);
+	free(ph->free_bufs);
+	memset(ph, 0, sizeof(*ph));
+}
+
+int paging_handler_fd(struct handler *h)
+{
+	return h->paging.queue ? backend_queue_fd(h->paging.queue) : -1;
+}
+
+void paging_kick(struct paging *pg)
+{
+	if (atomic_exchange_explicit(&pg->sleeping, false, memory_order_acq_rel) ||
+	    atomic_load_explicit(&pg->stop, memory_order_relaxed))
+		eventfd_write(pg->kick_fd, 1);
+}
+
+bool paging_reserve(struct paging *pg)
+{
+	uint64_t now = atomic_fetch_add_explicit(&pg->mem_pages, 1, memory_order_relaxed) + 1;
+
+	if (now > pg->high_wm)
+		paging_kick(pg);
+	if (now <= pg->limit)
+		return true;
+	atomic_fetch_sub_explicit(&pg->mem_pages, 1, memory_order_relaxed);
+	return false;
+}
+
+void paging_unreserve(struct paging *pg, uint64_t n)
+{
+	atomic_fetch_sub_explicit(&pg->mem_pages, n, memory_order_relaxed);
+}
+
+void paging_resident(struct handler *h, struct upg_region *r, uint64_t idx)
+{
+	atomic_fetch_add_explicit(&r->resident_pages, 1, memory_order_relaxed);
+	if (h->paging.queue && !resq_push(&h->paging.resq, page_ref(r->id, idx)))
+		stat_inc(&h->stats.errors);  /* not a candidate until it is touched again */
+}
+
+void paging_forget_page(struct paging *pg, struct upg_region *r, uint64_t idx, uint64_t w)
+{
+	uint64_t slot1 = pg_val(w);
+
+	switch (pg_state(w)) {
+	case PG_RESIDENT:
+		atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
+		if (pg)
+			paging_unreserve(pg, 1);
+		break;
+	case PG_COOLING: {
+		struct frame *f = &pg->fe[slot1 % pg->nframes];
+		uint64_t ref1 = page_ref(r->id, idx) + 1;
+
+		/* Whoever clears the frame's reference does the accounting
+		 * (the reclaimer may have given up on the frame already). */
+		slot1 = f->slot1;
+		if (atomic_compare_exchange_strong(&f->ref, &ref1, 0)) {
+			atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
+			paging_unreserve(pg, 1);
+		}
+		break;
+	}
+	case PG_SWAPPED:
+	case PG_POISONED:
+		break;
+	default:
+		return;
+	}
+	if (pg && slot1) {
+		uint64_t slot = slot1 - 1;
+
+		backend_discard(pg->backend, &slot, 1);
+	}
+}

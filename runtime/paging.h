@@ -1,0 +1,140 @@
+/*
+ * paging.h - paging under a memory limit: the budget, swap-in, the cooling
+ * pool and reclaim. Present only in contexts with a mem_limit (ctx->paging).
+ *
+ * Where a page's contents are, by its state word (page.h):
+ *   RESIDENT  mapped in the application; counted in mem_pages
+ *   COOLING   moved (UFFDIO_MOVE) into a frame of the cooling pool, out of
+ *             the application's reach; counted in mem_pages
+ *   SWAPPED   only in swap, at the word's slot; crc in region->crc
+ *   BUSY      a claimant is moving it; it owns the page's accounting until
+ *             it releases the word
+ *
+ * The cooling pool is a ring of frames in a staging mapping registered with
+ * the context's userfaultfd (UFFDIO_MOVE needs both ends registered). The
+ * reclaimer moves the oldest resident pages in at the head; a touch moves a
+ * page back (a minor fault, no I/O); at the tail, pages still there are
+ * written out if dirty, and the frames are freed 64 at a time with one
+ * MADV_DONTNEED.
+ *
+ * Handlers never block: a fault that would take memory beyond the limit,
+ * or that finds no free I/O buffer, is deferred and retried, and the
+ * reclaimer (the only thread that waits for I/O or calls madvise on
+ * registered memory, whose REMOVE event a handler must read) is kicked.
+ */
+#ifndef UPG_PAGING_H
+#define UPG_PAGING_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "compat.h"
+#include "fault.h"
+#include "resq.h"
+#include "stats.h"
+
+struct upg_ctx;
+struct upg_region;
+struct handler;
+
+/* Pages moved per batch: MADV_DONTNEED of frames, write-back I/O. */
+#define PAGING_BATCH 64u
+
+struct frame {
+	_Atomic uint64_t ref;     /* page_ref() + 1 of the page held; 0 = empty */
+	uint64_t slot1;           /* slot + 1 of the page's copy in swap, or 0 */
+	bool dirty;
+};
+
+struct paging {
+	struct upg_ctx *ctx;
+	struct backend *backend;
+	uint32_t policy;
+	uint64_t page_size;
+
+	uint64_t limit;           /* pages */
+	uint64_t high_wm, low_wm; /* the reclaimer runs from high down to low */
+	uint64_t cool_target;     /* pages kept cooling (0 for FIFO) */
+	_Atomic uint64_t mem_pages;
+	_Atomic uint64_t cooling_pages;
+
+	/* Cooling pool; head and tail belong to the reclaimer. */
+	uint8_t *frames;
+	uint64_t nframes;
+	struct frame *fe;
+	uint64_t head, tail;
+
+	/* The reclaimer. */
+	pthread_t thread;
+	int kick_fd;              /* eventfd: wake the reclaimer */
+	_Atomic bool sleeping;
+	_Atomic bool stop;
+	struct backend_queue *queue;
+	struct handler_stats stats;
+	uint64_t *lru;            /* its FIFO of candidates (a ring) */
+	uint64_t lru_head, lru_tail, lru_mask;
+};
+
+/* Per-handler state. */
+struct paging_handler {
+	struct backend_queue *queue;
+	struct resq resq;
+	struct backend_io *ios;   /* one per buffer */
+	uint8_t *bufs;
+	uint32_t *free_bufs;
+	unsigned nfree, nbufs;
+	/* Reads done whose copy into place met a layout change (EAGAIN):
+	 * retried on the next turn of the loop, the faulting threads still
+	 * waiting. */
+	struct backend_io *pending[64];
+	unsigned npending;
+};
+
+int paging_create(struct upg_ctx *ctx);
+void paging_destroy(struct upg_ctx *ctx);
+/* Start the reclaimer once the handlers run; stop it before they stop. */
+int paging_start(struct upg_ctx *ctx);
+void paging_stop(struct upg_ctx *ctx);
+
+int paging_handler_init(struct handler *h);
+void paging_handler_fini(struct handler *h);
+/* The fd the handler polls for its I/O completions. */
+int paging_handler_fd(struct handler *h);
+
+/*
+ * Budget. paging_reserve() takes one page of the budget for a page about to
+ * come in, failing (and kicking the reclaimer) when that would pass the
+ * limit. paging_unreserve() gives it back.
+ */
+bool paging_reserve(struct paging *pg);
+void paging_unreserve(struct paging *pg, uint64_t n);
+
+/* A page of r became resident: make it a reclaim candidate. */
+void paging_resident(struct handler *h, struct upg_region *r, uint64_t idx);
+
+/* Handler side (swapin.c): faults on SWAPPED and COOLING pages, first
+ * writes to clean pages, I/O completions, deferred faults. */
+fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w);
+fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w);
+fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx);
+void paging_reap(struct handler *h);
+/* Whether the handler has work to retry (it then polls with a timeout). */
+bool paging_pending(struct handler *h);
+
+/* The page at idx left state w (already replaced by NONE): release what it
+ * held (slot, frame, budget). For region_forget() and region destroy. */
+void paging_forget_page(struct paging *pg, struct upg_region *r, uint64_t idx, uint64_t w);
+
+/* Reclaimer (reclaim.c). */
+void *paging_reclaimer_main(void *arg);
+void paging_kick(struct paging *pg);
+
+static inline uint8_t *frame_addr(struct paging *pg, uint64_t f)
+{
+	return pg->frames + (f % pg->nframes) * pg->page_size;
+}
+
+#endif /* UPG_PAGING_H */

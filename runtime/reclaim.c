@@ -1,0 +1,358 @@
+/*
+ * reclaim.c - the reclaimer thread: keeps the context's memory under its
+ * limit, like kswapd.
+ *
+ * Above the high watermark it works down to the low one. Candidates come
+ * from the handlers' rings (resq.h), oldest first. A candidate still
+ * resident is moved into the cooling pool at the head of the frame ring
+ * (UFFDIO_MOVE: atomic, so no write can be lost); at the tail, pages that
+ * stayed there are written to swap if dirty, or just dropped if their copy
+ * in swap is current, and the frames are freed a batch at a time. With the
+ * FIFO policy the pool holds only the batch being written.
+ *
+ * This is the only thread that waits for I/O or calls madvise on registered
+ * memory; it is a QSBR reader while it holds region pointers, and goes
+ * offline around every wait.
+ */
+#define LOG_PREFIX "reclaim: "
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "ctx.h"
+#include "log.h"
+#include "paging.h"
+#include "region.h"
+#include "uffd.h"
+
+struct victim {
+	struct upg_region *r;
+	uint64_t idx, pos, ref1;
+	struct backend_io io;
+};
+
+static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
+{
+	return region_base(r) + (idx << r->page_shift);
+}
+
+static struct qsbr_reader *reader(struct paging *pg)
+{
+	return &pg->ctx->qsbr_readers[pg->ctx->nhandlers];
+}
+
+static void drain_rings(struct paging *pg)
+{
+	struct upg_ctx *ctx = pg->ctx;
+
+	for (unsigned i = 0; i < ctx->nhandlers; i++) {
+		struct resq *q = &ctx->handlers[i].paging.resq;
+		uint64_t ref;
+
+		while (pg->lru_head - pg->lru_tail <= pg->lru_mask && resq_pop(q, &ref))
+			pg->lru[pg->lru_head++ & pg->lru_mask] = ref;
+	}
+}
+
+static bool lru_pop(struct paging *pg, uint64_t *ref)
+{
+	if (pg->lru_tail == pg->lru_head)
+		return false;
+	*ref = pg->lru[pg->lru_tail++ & pg->lru_mask];
+	return true;
+}
+
+/* Free frame f of a page that left the pool, if nobody did already: whoever
+ * clears the reference does the accounting. */
+static void frame_release(struct paging *pg, struct frame *f, uint64_t ref1)
+{
+	if (atomic_compare_exchange_strong(&f->ref, &ref1, 0)) {
+		atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
+		paging_unreserve(pg, 1);
+	}
+}
+
+/* Move a resident page into the frame at the head. 1 if it moved. */
+static int cool_one(struct paging *pg, uint64_t ref)
+{
+	struct upg_ctx *ctx = pg->ctx;
+	struct upg_region *r = region_by_id(ctx, page_ref_region(ref));
+	uint64_t idx = page_ref_index(ref), w, prev, pos = pg->head;
+	struct frame *f = &pg->fe[pos % pg->nframes];
+	page_word *pw;
+	int ret;
+
+	if (!r || idx >= r->npages)
+		return 0;
+	pw = &r->state[idx];
+	w = pg_load(pw);
+	/* Stale references (page gone or already out) and pinned pages are
+	 * passed over. */
+	if (pg_state(w) != PG_RESIDENT || (w & PG_PIN_MASK) ||
+	    !pg_cas(pw, &w, pg_with_state(w, PG_BUSY)))
+		return 0;
+	ret = uffd_move(ctx->uffd, (uintptr_t)frame_addr(pg, pos), page_addr(r, idx),
+			pg->page_size, 0);
+	if (ret < 0) {
+		/* EBUSY: pinned by someone (I/O from the page, a fork child). */
+		page_release(r, idx, w);
+		return 0;
+	}
+	f->slot1 = pg_val(w);
+	f->dirty = w & PG_DIRTY;
+	atomic_store_explicit(&f->ref, ref + 1, memory_order_release);
+	atomic_fetch_add_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
+	pg->head++;
+	stat_inc(&pg->stats.evicted);
+	/* Touched meanwhile: woken, it faults again and moves it back. */
+	prev = page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
+	if (prev & PG_STALE)   /* removed meanwhile: drop what was moved */
+		region_forget(r, page_addr(r, idx), page_addr(r, idx) + pg->page_size);
+	return 1;
+}
+
+/* Put a page that could not be written back into the application again. */
+static void give_back(struct paging *pg, struct victim *v, struct frame *f)
+{
+	struct upg_ctx *ctx = pg->ctx;
+	uintptr_t addr = page_addr(v->r, v->idx);
+	int ret;
+
+	/* EAGAIN: an event is pending, which a handler reads in a moment. */
+	while ((ret = uffd_move(ctx->uffd, addr, (uintptr_t)frame_addr(pg, v->pos), pg->page_size,
+				0)) == -EAGAIN)
+		sched_yield();
+	if (ret < 0) {
+		/* The range is gone (unmapped, being destroyed). */
+		page_release(v->r, v->idx, pg_make(0, PG_NONE, 0, 0));
+		uffd_wake(ctx->uffd, addr, pg->page_size);
+		frame_release(pg, f, v->ref1);
+		return;
+	}
+	page_release(v->r, v->idx, pg_make(0, PG_RESIDENT, f->slot1, PG_DIRTY));
+	if (atomic_compare_exchange_strong(&f->ref, &v->ref1, 0)) {
+		atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&v->r->resident_pages, 1, memory_order_relaxed);
+	}
+	if (pg->lru_head - pg->lru_tail <= pg->lru_mask)
+		pg->lru[pg->lru_head++ & pg->lru_mask] = v->ref1 - 1;
+}
+
+/* Claim the page in frame pos for write-back. NULL if the frame is empty or
+ * its page left (moved back, removed). */
+static struct upg_region *claim_frame(struct paging *pg, uint64_t pos, uint64_t *ref1_out,
+				      uint64_t *idx_out)
+{
+	struct frame *f = &pg->fe[pos % pg->nframes];
+
+	for (;;) {
+		uint64_t ref1 = atomic_load_explicit(&f->ref, memory_order_acquire), w;
+		struct upg_region *r;
+		page_word *pw;
+
+		if (!ref1)
+			return NULL;
+		r = region_by_id(pg->ctx, page_ref_region(ref1 - 1));
+		if (!r) {
+			/* Its region is being destroyed: the page is lost anyway. */
+			frame_release(pg, f, ref1);
+			return NULL;
+		}
+		pw = &r->state[page_ref_index(ref1 - 1)];
+		w = pg_load(pw);
+		if (pg_state(w) == PG_COOLING && pg_val(w) == pos &&
+		    pg_cas(pw, &w, pg_with_state(w, PG_BUSY))) {
+			*ref1_out = ref1;
+			*idx_out = page_ref_index(ref1 - 1);
+			return r;
+		}
+		/* A handler is moving it back, or it is being removed: both
+		 * clear the frame's reference in a moment. */
+		sched_yield();
+	}
+}
+
+static void written(struct paging *pg, struct victim *v)
+{
+	struct frame *f = &pg->fe[v->pos % pg->nframes];
+	uint64_t prev;
+
+	if (v->io.result < 0) {
+		if (atomic_load_explicit(&pg->stats.write_errors, memory_order_relaxed) < 8)
+			pr_perr(v->io.result, "write-back failed; the page stays in memory");
+		stat_inc(&pg->stats.write_errors);
+		backend_discard(pg->backend, &v->io.slot, 1);
+		give_back(pg, v, f);
+		return;
+	}
+	stat_inc(&pg->stats.swap_outs);
+	v->r->crc[v->idx] = v->io.crc;
+	if (f->slot1) {
+		uint64_t old = f->slot1 - 1;
+
+		backend_discard(pg->backend, &old, 1);
+	}
+	prev = page_release(v->r, v->idx, pg_make(0, PG_SWAPPED, v->io.slot + 1, 0));
+	frame_release(pg, f, v->ref1);
+	if (prev & PG_STALE)
+		region_forget(v->r, page_addr(v->r, v->idx), page_addr(v->r, v->idx) + pg->page_size);
+}
+
+/* Free the frames [from, to) of the ring: one madvise per contiguous run. */
+static void free_frames(struct paging *pg, uint64_t from, uint64_t to)
+{
+	while (from < to) {
+		uint64_t start = from % pg->nframes, n = to - from;
+
+		if (start + n > pg->nframes)
+			n = pg->nframes - start;
+		madvise(frame_addr(pg, start), n * pg->page_size, MADV_DONTNEED);
+		from += n;
+	}
+}
+
+/* Write back (or drop) the pages of one batch at the tail. Returns how many
+ * frames it went past. Called online; returns online. */
+static unsigned writeback_batch(struct paging *pg)
+{
+	struct upg_ctx *ctx = pg->ctx;
+	uint64_t end = pg->tail + PAGING_BATCH < pg->head ? pg->tail + PAGING_BATCH : pg->head;
+	struct victim v[PAGING_BATCH];
+	struct backend_io *done[PAGING_BATCH];
+	uint64_t slots[PAGING_BATCH];
+	uint64_t start = pg->tail;
+	unsigned n = 0, got = 0, reaped = 0;
+	int ret;
+
+	for (uint64_t pos = pg->tail; pos < end; pos++) {
+		struct frame *f = &pg->fe[pos % pg->nframes];
+		uint64_t ref1, idx, prev;
+		struct upg_region *r = claim_frame(pg, pos, &ref1, &idx);
+
+		if (!r)
+			continue;
+		if (!f->dirty && f->slot1) {
+			/* Its copy in swap is current: no write. */
+			prev = page_release(r, idx, pg_make(0, PG_SWAPPED, f->slot1, 0));
+			frame_release(pg, f, ref1);
+			stat_inc(&pg->stats.dropped_clean);
+			if (prev & PG_STALE)
+				region_forget(r, page_addr(r, idx), page_addr(r, idx) + pg->page_size);
+			continue;
+		}
+		v[n++] = (struct victim){ .r = r, .idx = idx, .pos = pos, .ref1 = ref1 };
+	}
+
+	if (n) {
+		ret = backend_alloc_slots(pg->backend, n, slots);
+		got = ret > 0 ? (unsigned)ret : 0;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (i >= got) {
+			/* Swap is full: the page stays in memory. */
+			v[i].io.result = -ENOSPC;
+			written(pg, &v[i]);
+			continue;
+		}
+		v[i].io = (struct backend_io){
+			.slot = slots[i],
+			.buf = frame_addr(pg, v[i].pos),
+			.cookie = &v[i],
+		};
+		if (backend_queue_write(pg->queue, &v[i].io) < 0) {
+			v[i].io.cookie = NULL;
+			v[i].io.result = -EIO;
+			backend_discard(pg->backend, &slots[i], 1);
+			written(pg, &v[i]);
+			got--;
+			continue;
+		}
+	}
+	if (got) {
+		/* Wait offline: region destroys must not wait for the disk. The
+		 * pages stay BUSY meanwhile, so their regions' memory stays. */
+		qsbr_offline(reader(pg));
+		backend_submit(pg->queue);
+		while (reaped < got) {
+			ret = backend_reap(pg->queue, done, PAGING_BATCH, got - reaped);
+			if (ret < 0)
+				break;
+			reaped += (unsigned)ret;
+		}
+		qsbr_online(&ctx->qsbr, reader(pg));
+		for (unsigned i = 0; i < n; i++) {
+			if (v[i].io.cookie != &v[i])
+				continue;     /* handled above */
+			v[i].r = region_by_id(ctx, page_ref_region(v[i].ref1 - 1));
+			if (!v[i].r) {
+				backend_discard(pg->backend, &v[i].io.slot, 1);
+				frame_release(pg, &pg->fe[v[i].pos % pg->nframes], v[i].ref1);
+				continue;
+			}
+			written(pg, &v[i]);
+		}
+	}
+	qsbr_offline(reader(pg));
+	free_frames(pg, pg->tail, end);
+	qsbr_online(&ctx->qsbr, reader(pg));
+	pg->tail = end;
+	return (unsigned)(end - start);
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { 0, (long)ms * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+void *paging_reclaimer_main(void *arg)
+{
+	struct paging *pg = arg;
+	struct pollfd pfd = { .fd = pg->kick_fd, .events = POLLIN };
+	eventfd_t ignored;
+
+	pthread_setname_np(pthread_self(), "upager-reclaim");
+	while (!atomic_load(&pg->stop)) {
+		unsigned progress = 0;
+
+		qsbr_online(&pg->ctx->qsbr, reader(pg));
+		drain_rings(pg);
+		if (atomic_load_explicit(&pg->mem_pages, memory_order_relaxed) <= pg->high_wm) {
+			qsbr_offline(reader(pg));
+			atomic_store(&pg->sleeping, true);
+			if (atomic_load_explicit(&pg->mem_pages, memory_order_relaxed) <= pg->high_wm)
+				poll(&pfd, 1, 50);
+			atomic_store(&pg->sleeping, false);
+			eventfd_read(pg->kick_fd, &ignored);
+			continue;
+		}
+		while (atomic_load_explicit(&pg->mem_pages, memory_order_relaxed) > pg->low_wm &&
+		       !atomic_load(&pg->stop)) {
+			uint64_t ref;
+			unsigned moved = 0;
+
+			drain_rings(pg);
+			while (atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) <
+				       pg->cool_target + PAGING_BATCH &&
+			       pg->head - pg->tail < pg->nframes && lru_pop(pg, &ref))
+				moved += (unsigned)cool_one(pg, ref);
+			progress = moved;
+			if (atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) >
+				    pg->cool_target ||
+			    pg->head - pg->tail >= pg->nframes || !moved)
+				progress += pg->head > pg->tail ? writeback_batch(pg) : 0;
+			if (!progress)
+				break;
+		}
+		qsbr_offline(reader(pg));
+		if (!progress)
+			sleep_ms(1);
+	}
+	qsbr_offline(reader(pg));
+	return NULL;
+}

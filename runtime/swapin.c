@@ -1,0 +1,239 @@
+/* swapin.c - the handler's side of paging: pages coming back in. */
+#define LOG_PREFIX "swapin: "
+#include <errno.h>
+#include <string.h>
+
+#include "ctx.h"
+#include "log.h"
+#include "paging.h"
+#include "region.h"
+#include "uffd.h"
+
+static struct backend_io *buf_get(struct paging_handler *ph)
+{
+	return ph->nfree ? &ph->ios[ph->free_bufs[--ph->nfree]] : NULL;
+}
+
+static void buf_put(struct paging_handler *ph, struct backend_io *io)
+{
+	ph->free_bufs[ph->nfree++] = (uint32_t)(io - ph->ios);
+}
+
+static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
+{
+	return region_base(r) + (idx << r->page_shift);
+}
+
+fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w)
+{
+	struct paging *pg = h->ctx->paging;
+	struct paging_handler *ph = &h->paging;
+	struct backend_io *io;
+	int ret;
+
+	if (!ph->nfree || !paging_reserve(pg))
+		return FAULT_DEFER;
+	if (!pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY))) {
+		paging_unreserve(pg, 1);
+		return FAULT_AGAIN;
+	}
+	io = buf_get(ph);
+	io->slot = pg_val(w) - 1;
+	io->crc = r->crc[idx];
+	io->cookie = (void *)(uintptr_t)page_ref(r->id, idx);
+	ret = backend_queue_read(ph->queue, io);
+	if (ret == 0)
+		ret = backend_submit(ph->queue);
+	if (ret < 0) {
+		/* Nothing queued: put everything back and let the thread retry. */
+		buf_put(ph, io);
+		paging_unreserve(pg, 1);
+		page_release(r, idx, pg_with_state(w, PG_SWAPPED));
+		uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
+		stat_inc(&h->stats.read_errors);
+		return FAULT_ERROR;
+	}
+	stat_inc(&h->stats.faults_major);
+	return FAULT_QUEUED;
+}
+
+/* The swap-in of page idx of r failed: poison it, so that whoever touches
+ * it gets SIGBUS rather than wrong data. */
+static void poison(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t slot, int err)
+{
+	struct upg_ctx *ctx = h->ctx;
+	uintptr_t addr = page_addr(r, idx);
+
+	if (atomic_load_explicit(&h->stats.read_errors, memory_order_relaxed) < 8)
+		pr_perr(err, "swap-in of page %#lx failed, page poisoned", (unsigned long)addr);
+	stat_inc(&h->stats.read_errors);
+	stat_inc(&h->stats.poisoned);
+	backend_discard(ctx->paging->backend, &slot, 1);
+	page_release(r, idx, pg_make(0, PG_POISONED, 0, 0));
+	uffd_poison(ctx->uffd, addr, region_page_size(r));
+}
+
+/* A page read in for nothing: back to zeros, slot and budget released. */
+static void drop(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t slot)
+{
+	struct paging *pg = h->ctx->paging;
+
+	page_release(r, idx, pg_make(0, PG_NONE, 0, 0));
+	backend_discard(pg->backend, &slot, 1);
+	paging_unreserve(pg, 1);
+	uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
+}
+
+/* Finish a read: returns false if it must be retried (io kept). */
+static bool swapin_done(struct handler *h, struct backend_io *io)
+{
+	struct upg_ctx *ctx = h->ctx;
+	struct paging *pg = ctx->paging;
+	uint64_t ref = (uintptr_t)io->cookie, idx = page_ref_index(ref);
+	struct upg_region *r = region_by_id(ctx, page_ref_region(ref));
+	uint64_t flags;
+	uintptr_t addr;
+	int ret;
+
+	if (!r) {
+		/* Destroyed while reading: this page was ours to clean up. */
+		backend_discard(pg->backend, &io->slot, 1);
+		paging_unreserve(pg, 1);
+		return true;
+	}
+	if (io->result < 0) {
+		paging_unreserve(pg, 1);
+		poison(h, r, idx, io->slot, io->result);
+		return true;
+	}
+	addr = page_addr(r, idx);
+	stat_inc(&h->stats.swap_ins);
+	if (pg_load(&r->state[idx]) & PG_STALE) {
+		/* Removed by the application while we read: it reads zeros
+		 * now, not the old copy. (A removal that lands between this
+		 * check and the copy is not caught: the kernel's own window.) */
+		drop(h, r, idx, io->slot);
+		return true;
+	}
+	/* Clean: keep the slot, and with write-protect tracking, map it
+	 * read-only so that the first write tells us. */
+	flags = (ctx->features & UPG_FEAT_WP) ? 0 : PG_DIRTY;
+	ret = uffd_copy(ctx->uffd, addr, io->buf, region_page_size(r),
+			flags ? 0 : UFFDIO_COPY_MODE_WP);
+	if (ret == -EAGAIN) {
+		/* The layout is changing: an event is pending, which the
+		 * kernel hands out only once no fault is, so the faulting
+		 * thread is not woken to fault again; the copy is retried. */
+		stat_inc(&h->stats.ioctl_retries);
+		return false;
+	}
+	if (ret < 0 && ret != -EEXIST) {
+		/* The range went away under us (unmap, destroy). */
+		drop(h, r, idx, io->slot);
+		return true;
+	}
+	page_release(r, idx, pg_make(0, PG_RESIDENT, io->slot + 1, flags));
+	paging_resident(h, r, idx);
+	return true;
+}
+
+void paging_reap(struct handler *h)
+{
+	struct paging_handler *ph = &h->paging;
+	struct backend_io *done[16];
+	unsigned n = ph->npending;
+	int got;
+
+	if (!ph->queue)
+		return;
+	ph->npending = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (swapin_done(h, ph->pending[i]))
+			buf_put(ph, ph->pending[i]);
+		else
+			ph->pending[ph->npending++] = ph->pending[i];
+	}
+	/* At most as many in flight as buffers, and pending has room for all. */
+	while ((got = backend_reap(ph->queue, done, 16, 0)) > 0) {
+		for (int i = 0; i < got; i++) {
+			if (swapin_done(h, done[i]))
+				buf_put(ph, done[i]);
+			else
+				ph->pending[ph->npending++] = done[i];
+		}
+	}
+}
+
+fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w)
+{
+	struct upg_ctx *ctx = h->ctx;
+	struct paging *pg = ctx->paging;
+	uint64_t pos = pg_val(w);
+	struct frame *f = &pg->fe[pos % pg->nframes];
+	uintptr_t addr = page_addr(r, idx);
+	int ret;
+
+	if (!pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY)))
+		return FAULT_AGAIN;
+	ret = uffd_move(ctx->uffd, addr, (uintptr_t)frame_addr(pg, pos), region_page_size(r), 0);
+	if (ret == -EAGAIN) {
+		/* An event is pending: retry the fault after it is read. */
+		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
+		stat_inc(&h->stats.ioctl_retries);
+		return FAULT_DEFER;
+	}
+	if (ret < 0) {
+		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
+		uffd_wake(ctx->uffd, addr, region_page_size(r));
+		if (atomic_load_explicit(&h->stats.errors, memory_order_relaxed) < 8)
+			pr_perr(ret, "cannot move a cooling page back to %#lx", (unsigned long)addr);
+		stat_inc(&h->stats.errors);
+		return FAULT_ERROR;
+	}
+	/* The move may have left the page writable: count it dirty. */
+	page_release(r, idx, pg_make(0, PG_RESIDENT, f->slot1, PG_DIRTY));
+	atomic_store_explicit(&f->ref, 0, memory_order_release);
+	atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
+	stat_inc(&h->stats.faults_cooling);
+	paging_resident(h, r, idx);
+	return FAULT_DONE;
+}
+
+fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx)
+{
+	page_word *pw = &r->state[idx];
+	uint64_t w = pg_load(pw);
+	uintptr_t addr = page_addr(r, idx);
+
+	for (;;) {
+		if (pg_state(w) == PG_BUSY) {
+			/* Being moved out: the writer faults again after. */
+			if (pg_cas(pw, &w, w | PG_WAITERS))
+				return FAULT_SHARED;
+			continue;
+		}
+		if (pg_state(w) != PG_RESIDENT || (w & PG_DIRTY))
+			break;
+		if (pg_cas(pw, &w, w | PG_DIRTY)) {
+			stat_inc(&h->stats.faults_dirty);
+			break;
+		}
+	}
+	/* Lift the protection (and wake the writer) once the page is known
+	 * dirty: a write now cannot go unnoticed. If the page is no longer
+	 * mapped, this only wakes the writer, which faults again. */
+	switch (uffd_writeprotect(h->ctx->uffd, addr, region_page_size(r), 0)) {
+	case 0:
+		return FAULT_DONE;
+	case -EAGAIN:
+		return FAULT_DEFER;
+	default:
+		uffd_wake(h->ctx->uffd, addr, region_page_size(r));
+		return FAULT_DONE;
+	}
+}
+
+bool paging_pending(struct handler *h)
+{
+	return h->paging.npending != 0;
+}
