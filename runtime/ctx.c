@@ -135,6 +135,15 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 	if (ret < 0)
 		goto err_close;
 	pthread_mutex_init(&ctx->lock, NULL);
+	{
+		pthread_mutexattr_t attr;
+
+		/* Adaptive: held for one read(2); a waiter spins first. */
+		pthread_mutexattr_init(&attr);
+		pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+		pthread_mutex_init(&ctx->read_lock, &attr);
+		pthread_mutexattr_destroy(&attr);
+	}
 	ctx->by_id = mmap(NULL, UPG_MAX_REGIONS * sizeof(*ctx->by_id), PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (ctx->by_id == MAP_FAILED) {
@@ -173,6 +182,7 @@ err_registry:
 	if (ctx->by_id)
 		munmap(ctx->by_id, UPG_MAX_REGIONS * sizeof(*ctx->by_id));
 	pthread_mutex_destroy(&ctx->lock);
+	pthread_mutex_destroy(&ctx->read_lock);
 	free(ctx->handlers);
 	free(ctx->qsbr_readers);
 	registry_destroy(&ctx->registry);
@@ -203,6 +213,7 @@ void upg_ctx_destroy(upg_ctx *ctx)
 	free(ctx->id_free);
 	registry_destroy(&ctx->registry);
 	pthread_mutex_destroy(&ctx->lock);
+	pthread_mutex_destroy(&ctx->read_lock);
 	free(ctx->handlers);
 	free(ctx->qsbr_readers);
 	close(ctx->stop_fd);

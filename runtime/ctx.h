@@ -31,6 +31,7 @@ struct upg_ctx {
 	struct upg_config cfg;
 	int uffd;
 	int stop_fd;                /* eventfd: readable once the pool must stop */
+	pthread_mutex_t read_lock;  /* orders reads of the uffd with events (handler.c) */
 	uint64_t features;          /* enum upg_feature bits in use */
 	uint64_t register_mode;     /* UFFDIO_REGISTER_MODE_* for new regions */
 	unsigned base_page_shift;

@@ -97,10 +97,10 @@ claimed:
 	}
 
 	ret = map_zero(ctx, page, psize, zeropage);
-	if (ret == -EEXIST && psize > base_page(ctx)) {
-		/* Part of a multi-base-page page is still mapped (the
-		 * application dropped only part of it): fill the hole that
-		 * faulted. */
+	if ((ret == -EEXIST || ret == -ENOENT) && psize > base_page(ctx) && !atomic_load(&r->dying)) {
+		/* Part of a multi-base-page page is still mapped (EEXIST), or
+		 * no longer mapped at all (ENOENT: the application dropped or
+		 * unmapped part of it): fill just the base page that faulted. */
 		ret = map_zero(ctx, addr & ~(uintptr_t)(base_page(ctx) - 1), base_page(ctx),
 			       zeropage);
 	}

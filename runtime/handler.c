@@ -16,10 +16,11 @@
 #include "log.h"
 #include "paging.h"
 
-/* Messages taken per read(2). One: a second fault queued behind the first
- * is better served by the handler that wakes for it on its own CPU than
- * after this one finishes. */
+/* One message per read(2): a second fault queued behind the first is better
+ * served by the handler that wakes for it on its own CPU than after this one
+ * finishes. */
 #define MSG_BATCH 1
+_Static_assert(MSG_BATCH == 1, "the read lock below handles one message per read");
 
 static void *handler_main(void *arg)
 {
@@ -63,16 +64,30 @@ static void *handler_main(void *arg)
 			fault_retry_deferred(h);
 		if (!(pfd[0].revents & POLLIN))
 			continue;
+		/* Layout events must be applied in the order the kernel sent
+		 * them (mremap sends REMAP, then UNMAP of the old range, as
+		 * soon as the first is read): a handler reads under the lock
+		 * and applies an event before letting the next read happen.
+		 * Faults are resolved after the lock is dropped. */
+		pthread_mutex_lock(&ctx->read_lock);
 		n = read(ctx->uffd, msgs, sizeof(msgs));
 		if (n < 0) {
+			int err = errno;
+
+			pthread_mutex_unlock(&ctx->read_lock);
 			/* EAGAIN: another handler took the message. */
-			if (errno == EAGAIN || errno == EINTR)
+			if (err == EAGAIN || err == EINTR)
 				continue;
-			pr_perr(-errno, "read userfaultfd");
+			pr_perr(-err, "read userfaultfd");
 			break;
 		}
-		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
-			fault_dispatch(h, &msgs[i]);
+		if (msgs[0].event != UFFD_EVENT_PAGEFAULT) {
+			fault_dispatch(h, &msgs[0]);
+			pthread_mutex_unlock(&ctx->read_lock);
+			continue;
+		}
+		pthread_mutex_unlock(&ctx->read_lock);
+		fault_dispatch(h, &msgs[0]);
 	}
 	qsbr_offline(qs);
 	return NULL;

@@ -373,19 +373,30 @@ void region_forget(struct upg_region *r, uintptr_t start, uintptr_t end)
 	}
 }
 
-/* Insert [start, end) (offsets) into the sorted hole list; caller holds
+/* Add [start, end) (offsets) to the sorted hole list, merging it with the
+ * holes it overlaps or touches: the kernel reports the whole range of a
+ * munmap, parts of which may have been unmapped before. Caller holds
  * r->lock. Returns the bytes now covered by holes. */
 static uint64_t add_hole(struct upg_region *r, uint64_t start, uint64_t end)
 {
 	struct range *h = realloc(r->holes, (r->nholes + 1) * sizeof(*h));
 	uint64_t covered = 0;
-	size_t i;
+	size_t i, j;
 
 	if (!h) {
 		pr_err("out of memory recording an unmapped range");
 		return 0;
 	}
 	r->holes = h;
+	for (i = 0, j = 0; i < r->nholes; i++) {
+		if (h[i].end < start || h[i].start > end) {
+			h[j++] = h[i];
+			continue;
+		}
+		start = h[i].start < start ? h[i].start : start;
+		end = h[i].end > end ? h[i].end : end;
+	}
+	r->nholes = j;
 	for (i = r->nholes; i > 0 && h[i - 1].start > start; i--)
 		h[i] = h[i - 1];
 	h[i] = (struct range){ start, end };

@@ -1,4 +1,5 @@
 /* version.c - version and error strings. */
+#include <limits.h>
 #include <string.h>
 
 #include "upager.h"
@@ -20,6 +21,8 @@ const char *upg_strerror(int err)
 {
 	const char *s;
 
+	if (err == INT_MIN)
+		return "Unknown error";
 	if (err < 0)
 		err = -err;
 	if (err == 0)

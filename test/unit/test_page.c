@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 
+#include "ctx.h"
 #include "page.h"
 #include "region.h"
 
@@ -63,7 +64,9 @@ Test(page, encoding)
 Test(page, forget_marks_busy_pages_stale)
 {
 	page_word st[4];
-	struct upg_region r = { .size = 4 * 4096, .npages = 4, .page_shift = 12, .state = st };
+	struct upg_ctx ctx = { .paging = NULL };
+	struct upg_region r = { .ctx = &ctx, .size = 4 * 4096, .npages = 4, .page_shift = 12,
+				.state = st };
 
 	atomic_init(&r.base, 0x40000000);
 	atomic_init(&r.resident_pages, 2);
