@@ -7,6 +7,7 @@
 #   tools/dev.sh bench           every benchmark in bench/, with its RESULT line
 #   tools/dev.sh sanitize KIND   test suite under KIND=address (ASan+UBSan) or thread (TSan)
 #   tools/dev.sh cross           cross-build for aarch64 (tools/cross-aarch64.sh)
+#   tools/dev.sh arm64           the test suite on Debian's arm64 kernel in qemu (tools/arm64-lane.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,8 +91,11 @@ sanitize)
 cross)
 	exec tools/cross-aarch64.sh
 	;;
+arm64)
+	exec tools/arm64-lane.sh
+	;;
 *)
-	echo "usage: tools/dev.sh demo|test|build|bench|sanitize address|thread|cross" >&2
+	echo "usage: tools/dev.sh demo|test|build|bench|sanitize address|thread|cross|arm64" >&2
 	exit 2
 	;;
 esac

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "upager.h"
 
@@ -130,13 +131,13 @@ static void *demo_thread(void *arg)
 	for (uint64_t p = w->first; p < w->first + w->count; p++) {
 		uint64_t *words = (uint64_t *)(w->base + p * w->page);
 
-		/* First and last word of each page: touches it, and catches a
-		 * page mapped at the wrong place. */
-		if (w->phase == 0) {
-			words[0] = pattern(p, 0);
-			words[w->page / 8 - 1] = pattern(p, 1);
-		} else if (words[0] != pattern(p, 0) || words[w->page / 8 - 1] != pattern(p, 1)) {
-			w->bad++;
+		/* Every word differs: a page mapped at the wrong place, torn,
+		 * or lost shows. */
+		for (uint64_t i = 0; i < w->page / 8; i++) {
+			if (w->phase == 0)
+				words[i] = pattern(p, i);
+			else if (words[i] != pattern(p, i))
+				w->bad++;
 		}
 	}
 	return NULL;
@@ -146,11 +147,15 @@ static int cmd_demo(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "size", required_argument, NULL, 's' },
+		{ "mem", required_argument, NULL, 'm' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	uint64_t size = 256ull << 20, bad = 0;
+	uint64_t size = 256ull << 20, mem = 64ull << 20, bad = 0;
+	char swapdir[] = "/var/tmp/upager-demo-XXXXXX";
+	struct upg_swap_file swap = { .path = swapdir };
+	struct upg_config cfg;
 	unsigned nthreads = 2;
 	struct upg_stats st = { .size = sizeof(st) };
 	struct demo_worker w[64];
@@ -161,8 +166,15 @@ static int cmd_demo(int argc, char **argv)
 	int c, ret;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "s:t:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:m:t:h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'm':
+			if (parse_size(optarg, &mem) < 0) {
+				fprintf(stderr, "upager demo: bad memory limit '%s' (e.g. 64M, 0 = none)\n",
+					optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 's':
 			if (parse_size(optarg, &size) < 0 || size < 4096) {
 				fprintf(stderr, "upager demo: bad size '%s' (e.g. 256M)\n", optarg);
@@ -189,7 +201,29 @@ static int cmd_demo(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
-	ret = upg_ctx_create(NULL, &ctx);
+	/* The region is paged to a swap file (unlinked, in a directory of its
+	 * own) under a memory limit of `mem`. */
+	upg_config_init(&cfg);
+	if (mem) {
+		if (!mkdtemp(swapdir)) {
+			perror("upager demo: mkdtemp");
+			return 1;
+		}
+		swap.size = 2 * size;
+		cfg.mem_limit = mem;
+		cfg.swap_files = &swap;
+		cfg.nswap_files = 1;
+	}
+	ret = upg_ctx_create(&cfg, &ctx);
+	if (ret == -EOPNOTSUPP && mem) {
+		fprintf(stderr, "upager demo: this kernel cannot page under a limit yet (%s); "
+				"running without one\n", upg_strerror(ret));
+		mem = 0;
+		upg_config_init(&cfg);
+		ret = upg_ctx_create(&cfg, &ctx);
+	}
+	if (mem)
+		rmdir(swapdir);   /* the swap file in it is unlinked already */
 	if (ret < 0) {
 		fprintf(stderr, "upager demo: cannot create a context: %s\n", upg_strerror(ret));
 		return 1;
@@ -222,21 +256,29 @@ static int cmd_demo(int argc, char **argv)
 	}
 	upg_stats_get(ctx, &st);
 
-	printf("upager demo: %llu MiB region, %llu pages, %u threads, %u handlers\n",
-	       (unsigned long long)(size >> 20), (unsigned long long)pages, nthreads,
-	       st.handler_threads);
-	printf("  first touch   %8.1f ms  %8.0f faults/s\n", (t[1] - t[0]) * 1e3,
-	       (double)pages / (t[1] - t[0]));
-	printf("  verify        %8.1f ms\n", (t[2] - t[1]) * 1e3);
-	printf("  faults        %8llu  (read %llu, write %llu, shared %llu)\n",
+	printf("upager demo: %llu MiB region, %llu pages, memory limit %s%llu MiB, %u threads, "
+	       "%u handlers\n", (unsigned long long)(size >> 20), (unsigned long long)pages,
+	       mem ? "" : "none ", (unsigned long long)(mem >> 20), nthreads, st.handler_threads);
+	printf("  write pass    %8.1f ms  %8.1f MB/s\n", (t[1] - t[0]) * 1e3,
+	       (double)size / 1e6 / (t[1] - t[0]));
+	printf("  verify pass   %8.1f ms  %8.1f MB/s\n", (t[2] - t[1]) * 1e3,
+	       (double)size / 1e6 / (t[2] - t[1]));
+	printf("  faults        %8llu  (read %llu, write %llu, shared %llu, deferred %llu)\n",
 	       (unsigned long long)st.faults, (unsigned long long)st.faults_read,
-	       (unsigned long long)st.faults_write, (unsigned long long)st.faults_shared);
-	printf("  resolved      %8llu zero-filled, %llu zero-page\n",
-	       (unsigned long long)st.zero_filled, (unsigned long long)st.zero_mapped);
+	       (unsigned long long)st.faults_write, (unsigned long long)st.faults_shared,
+	       (unsigned long long)st.faults_deferred);
+	printf("  resolved      %8llu zero-filled, %llu zero-page, %llu from swap, %llu from "
+	       "cooling\n", (unsigned long long)st.zero_filled, (unsigned long long)st.zero_mapped,
+	       (unsigned long long)st.faults_major, (unsigned long long)st.faults_cooling);
+	printf("  swap I/O      %8llu pages out, %llu in, %llu dropped clean\n",
+	       (unsigned long long)st.swap_outs, (unsigned long long)st.swap_ins,
+	       (unsigned long long)st.dropped_clean);
 	printf("  service time  p50 < %llu ns, p99 < %llu ns\n",
 	       (unsigned long long)upg_stats_latency_ns(&st, 0.5),
 	       (unsigned long long)upg_stats_latency_ns(&st, 0.99));
-	printf("  resident      %8llu MiB\n", (unsigned long long)(st.resident_bytes >> 20));
+	printf("  in memory     %8llu MiB resident + %llu MiB cooling\n",
+	       (unsigned long long)(st.resident_bytes >> 20),
+	       (unsigned long long)(st.cooling_bytes >> 20));
 	printf("  data          %s\n", bad ? "CORRUPT" : "verified");
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
@@ -246,8 +288,9 @@ static int cmd_demo(int argc, char **argv)
 static const struct verb verbs[] = {
 	{ "features", "Probe what the running kernel's userfaultfd offers.", "features", cmd_features },
 	{ "version", "Print upager's version.", "version", cmd_version },
-	{ "demo", "Touch and verify every page of a region through upager, then print statistics.",
-	  "demo [--size BYTES] [--threads N]", cmd_demo },
+	{ "demo", "Write and verify every page of a region paged to a swap file under a memory "
+		  "limit, then print statistics.",
+	  "demo [--size BYTES] [--mem BYTES] [--threads N]", cmd_demo },
 };
 #define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
 
