@@ -173,7 +173,6 @@ int paging_handler_init(struct handler *h)
 	ret = resq_init(&ph->resq, HANDLER_RESQ);
 	if (ret < 0)
 		return ret;
-	ph->nbufs = HANDLER_BUFS;
 	ph->bufs = aligned_alloc(4096, HANDLER_BUFS * pg->page_size);
 	ph->ios = calloc(HANDLER_BUFS, sizeof(*ph->ios));
 	ph->free_bufs = calloc(HANDLER_BUFS, sizeof(*ph->free_bufs));

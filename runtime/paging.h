@@ -85,7 +85,7 @@ struct paging_handler {
 	struct backend_io *ios;   /* one per buffer */
 	uint8_t *bufs;
 	uint32_t *free_bufs;
-	unsigned nfree, nbufs;
+	unsigned nfree;
 	/* Reads done whose copy into place met a layout change (EAGAIN):
 	 * retried on the next turn of the loop, the faulting threads still
 	 * waiting. */
