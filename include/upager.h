@@ -252,6 +252,7 @@ struct upg_stats {
 	uint64_t read_errors;       /* swap-ins that failed or were corrupt */
 	uint64_t poisoned;          /* pages poisoned after a failed swap-in */
 	uint64_t faults_dirty;      /* first writes to clean pages (dirty tracking) */
+	uint64_t readahead_pages;   /* pages read ahead of a sequential fault stream */
 
 	/* Handler service time per fault message, read to resolved. */
 	uint64_t latency_hist[UPG_LAT_BUCKETS];

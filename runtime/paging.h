@@ -91,6 +91,9 @@ struct paging_handler {
 	 * waiting. */
 	struct backend_io *pending[64];
 	unsigned npending;
+	/* Readahead: the last major fault, where its window ended, its size. */
+	uint32_t ra_region;
+	uint64_t ra_last, ra_next, ra_win;
 };
 
 int paging_create(struct upg_ctx *ctx);

@@ -24,12 +24,67 @@ static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
 	return region_base(r) + (idx << r->page_shift);
 }
 
+/* Queue the read of page idx of r, claimed by the caller (word w before). */
+static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w)
+{
+	struct paging_handler *ph = &h->paging;
+	struct backend_io *io = buf_get(ph);
+
+	io->slot = pg_val(w) - 1;
+	io->crc = r->crc[idx];
+	io->cookie = (void *)(uintptr_t)page_ref(r->id, idx);
+	if (backend_queue_read(ph->queue, io) == 0)
+		return true;
+	buf_put(ph, io);
+	return false;
+}
+
+/*
+ * Readahead: a major fault at or just past the end of the previous one's
+ * window is sequential, and the window doubles (up to RA_MAX pages); any
+ * other resets it. Pages of the window that are in swap are claimed and read
+ * with the faulting one, and mapped when their reads complete.
+ */
+#define RA_MAX 32u
+
+static void readahead(struct handler *h, struct upg_region *r, uint64_t idx)
+{
+	struct paging *pg = h->ctx->paging;
+	struct paging_handler *ph = &h->paging;
+	bool seq = ph->ra_region == r->id && idx > ph->ra_last && idx <= ph->ra_next;
+	uint64_t end;
+
+	ph->ra_win = seq ? (ph->ra_win ? 2 * ph->ra_win : 4) : 0;
+	if (ph->ra_win > RA_MAX)
+		ph->ra_win = RA_MAX;
+	ph->ra_region = r->id;
+	ph->ra_last = idx;
+	end = idx + 1 + ph->ra_win < r->npages ? idx + 1 + ph->ra_win : r->npages;
+	ph->ra_next = end;
+	for (uint64_t j = idx + 1; j < end && ph->nfree; j++) {
+		uint64_t w = pg_load(&r->state[j]);
+
+		if (pg_state(w) != PG_SWAPPED)
+			continue;
+		if (!paging_reserve(pg))
+			return;
+		if (!pg_cas(&r->state[j], &w, pg_with_state(w, PG_BUSY))) {
+			paging_unreserve(pg, 1);
+			continue;
+		}
+		if (!queue_swapin(h, r, j, w)) {
+			paging_unreserve(pg, 1);
+			page_release(r, j, w);
+			return;
+		}
+		stat_inc(&h->stats.readahead_pages);
+	}
+}
+
 fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w)
 {
 	struct paging *pg = h->ctx->paging;
 	struct paging_handler *ph = &h->paging;
-	struct backend_io *io;
-	int ret;
 
 	if (!ph->nfree || !paging_reserve(pg))
 		return FAULT_DEFER;
@@ -37,22 +92,16 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 		paging_unreserve(pg, 1);
 		return FAULT_AGAIN;
 	}
-	io = buf_get(ph);
-	io->slot = pg_val(w) - 1;
-	io->crc = r->crc[idx];
-	io->cookie = (void *)(uintptr_t)page_ref(r->id, idx);
-	ret = backend_queue_read(ph->queue, io);
-	if (ret == 0)
-		ret = backend_submit(ph->queue);
-	if (ret < 0) {
+	if (!queue_swapin(h, r, idx, w)) {
 		/* Nothing queued: put everything back and let the thread retry. */
-		buf_put(ph, io);
 		paging_unreserve(pg, 1);
-		page_release(r, idx, pg_with_state(w, PG_SWAPPED));
+		page_release(r, idx, w);
 		uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
 		stat_inc(&h->stats.read_errors);
 		return FAULT_ERROR;
 	}
+	readahead(h, r, idx);
+	backend_submit(ph->queue);
 	stat_inc(&h->stats.faults_major);
 	return FAULT_QUEUED;
 }
