@@ -27,12 +27,14 @@ static void *handler_main(void *arg)
 	struct handler *h = arg;
 	struct upg_ctx *ctx = h->ctx;
 	struct qsbr_reader *qs = &ctx->qsbr_readers[h->id];
-	struct pollfd pfd[3] = {
+	struct pollfd pfd[4] = {
 		{ .fd = ctx->uffd, .events = POLLIN },
 		{ .fd = ctx->stop_fd, .events = POLLIN },
 		{ .fd = paging_handler_fd(h), .events = POLLIN },
+		{ .fd = paging_handler_wake_fd(h), .events = POLLIN },
 	};
-	nfds_t npfd = pfd[2].fd >= 0 ? 3 : 2;
+	nfds_t npfd = pfd[2].fd >= 0 ? 4 : 2;
+	eventfd_t ignored;
 	struct uffd_msg msgs[MSG_BATCH];
 	char name[16];
 	sigset_t all;
@@ -48,8 +50,10 @@ static void *handler_main(void *arg)
 		ssize_t n;
 
 		qsbr_offline(qs);
-		/* Deferred work waits for reclaim or an event: look again
-		 * every millisecond. */
+		/* Deferred faults wait for reclaim (which wakes us) or for an
+		 * event to be read: look again every millisecond anyway. */
+		if (h->ndeferred && npfd > 2)
+			atomic_store_explicit(&h->paging.waiting, true, memory_order_release);
 		if (poll(pfd, npfd, h->ndeferred || paging_pending(h) ? 1 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -59,6 +63,8 @@ static void *handler_main(void *arg)
 		if (pfd[1].revents)
 			break;
 		qsbr_online(&ctx->qsbr, qs);
+		if (npfd > 3 && (pfd[3].revents & POLLIN))
+			eventfd_read(pfd[3].fd, &ignored);
 		paging_reap(h);
 		if (h->ndeferred)
 			fault_retry_deferred(h);

@@ -167,6 +167,9 @@ int paging_handler_init(struct handler *h)
 
 	if (!pg)
 		return 0;
+	ph->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ph->wake_fd < 0)
+		return -errno;
 	ret = backend_queue_open(pg->backend, HANDLER_BUFS, &ph->queue);
 	if (ret < 0)
 		return ret;
@@ -190,6 +193,8 @@ void paging_handler_fini(struct handler *h)
 	struct paging_handler *ph = &h->paging;
 
 	backend_queue_close(ph->queue);
+	if (ph->wake_fd > 0)
+		close(ph->wake_fd);
 	resq_fini(&ph->resq);
 	free(ph->bufs);
 	free(ph->ios);
@@ -200,6 +205,11 @@ void paging_handler_fini(struct handler *h)
 int paging_handler_fd(struct handler *h)
 {
 	return h->paging.queue ? backend_queue_fd(h->paging.queue) : -1;
+}
+
+int paging_handler_wake_fd(struct handler *h)
+{
+	return h->paging.queue ? h->paging.wake_fd : -1;
 }
 
 void paging_kick(struct paging *pg)

@@ -91,6 +91,10 @@ struct paging_handler {
 	 * waiting. */
 	struct backend_io *pending[64];
 	unsigned npending;
+	/* Written by the reclaimer when it freed memory while this handler
+	 * had faults waiting for some (waiting). */
+	int wake_fd;
+	_Atomic bool waiting;
 	/* Readahead: the last major fault, where its window ended, its size. */
 	uint32_t ra_region;
 	uint64_t ra_last, ra_next, ra_win;
@@ -104,8 +108,9 @@ void paging_stop(struct upg_ctx *ctx);
 
 int paging_handler_init(struct handler *h);
 void paging_handler_fini(struct handler *h);
-/* The fd the handler polls for its I/O completions. */
+/* The fds the handler polls: I/O completions, and memory freed. */
 int paging_handler_fd(struct handler *h);
+int paging_handler_wake_fd(struct handler *h);
 
 /*
  * Budget. paging_reserve() takes one page of the budget for a page about to

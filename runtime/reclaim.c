@@ -215,6 +215,17 @@ static void free_frames(struct paging *pg, uint64_t from, uint64_t to)
 	}
 }
 
+/* Memory was freed: wake the handlers holding faults back for want of it. */
+static void wake_waiting(struct paging *pg)
+{
+	for (unsigned i = 0; i < pg->ctx->nhandlers; i++) {
+		struct paging_handler *ph = &pg->ctx->handlers[i].paging;
+
+		if (atomic_exchange_explicit(&ph->waiting, false, memory_order_acq_rel))
+			eventfd_write(ph->wake_fd, 1);
+	}
+}
+
 /* Write back (or drop) the pages of one batch at the tail. Returns how many
  * frames it went past. Called online; returns online. */
 static unsigned writeback_batch(struct paging *pg)
@@ -300,6 +311,7 @@ static unsigned writeback_batch(struct paging *pg)
 	free_frames(pg, pg->tail, end);
 	qsbr_online(&ctx->qsbr, reader(pg));
 	pg->tail = end;
+	wake_waiting(pg);
 	return (unsigned)(end - start);
 }
 
