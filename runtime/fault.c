@@ -183,7 +183,8 @@ static fault_result resolve_wp(struct handler *h, uintptr_t addr)
 	return FAULT_DONE;
 }
 
-static void handle_pagefault(struct handler *h, const struct uffd_msg *msg)
+/* retry: the message was deferred before and is counted already. */
+static void handle_pagefault(struct handler *h, const struct uffd_msg *msg, bool retry)
 {
 	struct upg_ctx *ctx = h->ctx;
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address;
@@ -191,9 +192,11 @@ static void handle_pagefault(struct handler *h, const struct uffd_msg *msg)
 	struct upg_region *r;
 	fault_result res;
 
-	stat_inc(&h->stats.faults);
+	if (!retry)
+		stat_inc(&h->stats.faults);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
-		stat_inc(&h->stats.faults_wp);
+		if (!retry)
+			stat_inc(&h->stats.faults_wp);
 		if (resolve_wp(h, addr) == FAULT_DEFER && !fault_defer(h, msg))
 			uffd_wake(ctx->uffd, addr & ~(uintptr_t)(base_page(ctx) - 1), base_page(ctx));
 		return;
@@ -202,8 +205,9 @@ static void handle_pagefault(struct handler *h, const struct uffd_msg *msg)
 		stat_inc(&h->stats.faults_minor);
 		return;
 	}
-	stat_inc((flags & UFFD_PAGEFAULT_FLAG_WRITE) ? &h->stats.faults_write
-						       : &h->stats.faults_read);
+	if (!retry)
+		stat_inc((flags & UFFD_PAGEFAULT_FLAG_WRITE) ? &h->stats.faults_write
+							       : &h->stats.faults_read);
 
 	r = registry_lookup(&ctx->registry, addr);
 	if (!r) {
@@ -244,7 +248,7 @@ void fault_retry_deferred(struct handler *h)
 	memcpy(msgs, h->deferred, n * sizeof(msgs[0]));
 	h->ndeferred = 0;
 	for (unsigned i = 0; i < n; i++)
-		handle_pagefault(h, &msgs[i]);
+		handle_pagefault(h, &msgs[i], true);
 }
 
 /* Apply fn to every region overlapping [start, end). */
@@ -279,7 +283,7 @@ void fault_dispatch(struct handler *h, const struct uffd_msg *msg)
 
 	switch (msg->event) {
 	case UFFD_EVENT_PAGEFAULT:
-		handle_pagefault(h, msg);
+		handle_pagefault(h, msg, false);
 		stat_latency(&h->stats, stat_now_ns() - t0);
 		return;
 	case UFFD_EVENT_REMOVE:

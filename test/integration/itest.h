@@ -9,11 +9,21 @@
  *
  * cr_assert* may only be called on the test's main thread; worker threads
  * count failures and the main thread asserts on the count.
+ *
+ * Every deadline here (stats_wait, stats_poll, join_or_fail, itest_sleep_ms,
+ * and each test's Criterion .timeout) is multiplied by the environment
+ * variable UPAGER_TEST_TIME_SCALE, a positive number (default 1) read once
+ * per process: a slow lane (an emulated guest, a sanitizer build) gives the
+ * tests more time without making them check less. Tests that wait on their
+ * own take their deadlines through itest_scaled_ms()/itest_scaled_s().
+ * (ctest's own per-executable TIMEOUT, set in test/CMakeLists.txt, is not
+ * scaled from here.)
  */
 #ifndef UPG_ITEST_H
 #define UPG_ITEST_H
 
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -44,6 +54,94 @@ static inline uint64_t itest_now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+/* ------------------------------------------------------------------------
+ * Time scale (UPAGER_TEST_TIME_SCALE)
+ */
+#define ITEST_TIME_SCALE_ENV "UPAGER_TEST_TIME_SCALE"
+#define ITEST_TIME_SCALE_MAX 1000.0
+
+static double itest_time_scale_value = 1.0;
+static pthread_once_t itest_time_scale_once = PTHREAD_ONCE_INIT;
+
+static void itest_time_scale_read(void)
+{
+	const char *s = getenv(ITEST_TIME_SCALE_ENV);
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return;
+	errno = 0;
+	v = strtod(s, &end);
+	/* !(v > 0) also refuses NaN. */
+	if (errno || end == s || *end || !(v > 0) || v > ITEST_TIME_SCALE_MAX) {
+		fprintf(stderr, "itest: ignoring %s=\"%s\": want a number in (0, %g]\n",
+			ITEST_TIME_SCALE_ENV, s, ITEST_TIME_SCALE_MAX);
+		return;
+	}
+	itest_time_scale_value = v;
+}
+
+/* The multiplier for every deadline (1 unless the environment says). */
+static inline double itest_time_scale(void)
+{
+	pthread_once(&itest_time_scale_once, itest_time_scale_read);
+	return itest_time_scale_value;
+}
+
+static inline uint64_t itest_scaled_ms(double ms)
+{
+	return (uint64_t)(ms * itest_time_scale());
+}
+
+static inline double itest_scaled_s(double s)
+{
+	return s * itest_time_scale();
+}
+
+/* Sleep ms milliseconds, scaled: for settle periods ("give anything still
+ * in flight the time to show up") before asserting that nothing did. */
+static inline void itest_sleep_ms(double ms)
+{
+	uint64_t ns = (uint64_t)(ms * itest_time_scale() * 1e6);
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
+			       .tv_nsec = (long)(ns % 1000000000ull) };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/*
+ * Criterion's per-test timeouts scale too: in the runner, before any test
+ * starts (Criterion reads test->data->timeout when it starts each test's
+ * worker), every positive .timeout is multiplied by the scale. Otherwise a
+ * scaled join_or_fail deadline would outlast the test and the test would be
+ * killed without its message.
+ */
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+	double scale = itest_time_scale();
+
+	if (scale == 1.0)
+		return;
+	for (struct criterion_ordered_set_node *ns = set->suites->first; ns; ns = ns->next) {
+		struct criterion_suite_set *suite = (void *)(ns + 1);
+
+		if (!suite->tests)
+			continue;
+		for (struct criterion_ordered_set_node *nt = suite->tests->first; nt; nt = nt->next) {
+			struct criterion_test *test = (void *)(nt + 1);
+
+			if (test->data && test->data->timeout > 0)
+				test->data->timeout *= scale;
+		}
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Contexts and regions
+ */
 
 /* Create a context or skip the test when userfaultfd is not permitted. */
 static inline upg_ctx *ctx_new(const struct upg_config *cfg)
@@ -111,33 +209,76 @@ static inline uint64_t new_faults(const struct upg_stats *st)
 
 /*
  * Poll the stats of ctx into `st` until `cond` (an expression over st) holds
- * or timeout_ms passed; then assert cond. Use for counters that the handler
- * bumps after the faulting thread was already woken.
+ * or timeout_ms (scaled) passed, without asserting: the caller looks at st.
  */
-#define stats_wait(ctx, st, cond, timeout_ms)                                           \
+#define stats_poll(ctx, st, cond, timeout_ms)                                           \
 	do {                                                                            \
-		uint64_t deadline_ = itest_now_ns() + (uint64_t)(timeout_ms) * 1000000ull;  \
+		uint64_t deadline_ = itest_now_ns() + itest_scaled_ms(timeout_ms) * 1000000ull; \
 		for (;;) {                                                              \
 			(st) = stats_of(ctx);                                           \
 			if ((cond) || itest_now_ns() > deadline_)                       \
 				break;                                                  \
 			usleep(200);                                                    \
 		}                                                                       \
-		cr_assert((cond), "after %d ms: %s", (int)(timeout_ms), #cond);         \
 	} while (0)
+
+/*
+ * Poll the stats of ctx into `st` until `cond` (an expression over st) holds
+ * or timeout_ms (scaled) passed; then assert cond. Use for counters that the
+ * handler bumps after the faulting thread was already woken.
+ */
+#define stats_wait(ctx, st, cond, timeout_ms)                                           \
+	do {                                                                            \
+		stats_poll(ctx, st, cond, timeout_ms);                                  \
+		cr_assert((cond), "after %llu ms: %s",                                  \
+			  (unsigned long long)itest_scaled_ms(timeout_ms), #cond);      \
+	} while (0)
+
+/*
+ * The stats once the fault counters stopped moving: no change in
+ * faults, faults_shared, faults_stale, zero_mapped, zero_filled or errors for
+ * quiet_ms (scaled), or timeout_ms (scaled) passed. A handler bumps `faults`
+ * when it reads a message and `faults_shared` only once it found the message
+ * a duplicate, so a snapshot taken while a late duplicate is being handled
+ * shows one new fault too many; assert "no more faults" on settled stats.
+ */
+static inline struct upg_stats stats_settle(upg_ctx *ctx, double quiet_ms, double timeout_ms)
+{
+	uint64_t deadline = itest_now_ns() + itest_scaled_ms(timeout_ms) * 1000000ull;
+	uint64_t quiet = itest_scaled_ms(quiet_ms) * 1000000ull;
+	struct upg_stats st = stats_of(ctx), prev = st;
+	uint64_t since = itest_now_ns();
+
+	for (;;) {
+		uint64_t now;
+
+		usleep(500);
+		st = stats_of(ctx);
+		now = itest_now_ns();
+		if (st.faults != prev.faults || st.faults_shared != prev.faults_shared ||
+		    st.faults_stale != prev.faults_stale || st.zero_mapped != prev.zero_mapped ||
+		    st.zero_filled != prev.zero_filled || st.errors != prev.errors) {
+			prev = st;
+			since = now;
+		}
+		if (now - since >= quiet || now > deadline)
+			return st;
+	}
+}
 
 /*
  * Join n threads (the pthread_t of thread i at threads + i * stride bytes),
  * failing the test (with the context's counters) if one of them is still
- * running after timeout_s: a fault that is never resolved leaves its thread
- * asleep in the kernel for good, and a message saying so beats the test's
- * timeout.
+ * running after timeout_s (scaled): a fault that is never resolved leaves its
+ * thread asleep in the kernel for good, and a message saying so beats the
+ * test's timeout.
  */
 static inline void join_or_fail(pthread_t *threads, size_t stride, unsigned n, upg_ctx *ctx,
 				double timeout_s)
 {
 	struct timespec dl;
 
+	timeout_s = itest_scaled_s(timeout_s);
 	clock_gettime(CLOCK_REALTIME, &dl);
 	dl.tv_sec += (time_t)timeout_s;
 	dl.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);

@@ -115,7 +115,7 @@ static void race_once(const struct upg_config *cfg, enum order order, enum acces
 
 	/* Each page resolved exactly once, however many threads faulted. */
 	stats_wait(ctx, st, st.zero_filled + st.zero_mapped >= NPAGES, 10000);
-	usleep(20000);
+	itest_sleep_ms(20);
 	st = stats_of(ctx);
 	cr_assert_eq(st.zero_filled + st.zero_mapped, NPAGES,
 		     "%llu pages resolved (%llu filled, %llu zero-mapped) for %d pages",

@@ -57,7 +57,7 @@ static void *map_at(void *addr, size_t len)
 
 static void wait_region_addr(upg_region *r, void *want, int timeout_ms)
 {
-	uint64_t deadline = itest_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t deadline = itest_now_ns() + itest_scaled_ms(timeout_ms) * 1000000ull;
 
 	while (upg_region_addr(r) != want && itest_now_ns() < deadline)
 		usleep(200);
@@ -200,7 +200,7 @@ Test(events, dontneed_then_reread_accounting, .timeout = 60)
 	cr_assert_eq(atomic_load(&a.bad), 0, "dropped pages read nonzero");
 	/* Everything was dropped last: nothing may count as resident. */
 	stats_wait(ctx, st, st.events_remove >= 2 * a.rounds, 5000);
-	usleep(20000);
+	itest_sleep_ms(20);
 	st = stats_of(ctx);
 	cr_assert_eq(st.resident_bytes, 0, "%llu bytes still counted resident after the whole "
 		     "region was dropped", (unsigned long long)st.resident_bytes);
@@ -328,6 +328,7 @@ Test(events, munmap_overlapping, .timeout = 30)
 		cr_skip_test("kernel lacks UFFD_FEATURE_EVENT_UNMAP");
 	fill_pages(p, ps, 0, 4, 1);
 	fill_pages(p, ps, 56, 4, 1);
+	stats_wait(ctx, st, st.zero_filled == 8, 5000);
 	cr_assert_eq(munmap(pg(p, ps, 16), 32 * ps), 0);   /* [16, 48) */
 	stats_wait(ctx, st, st.events_unmap >= 1, 5000);
 	cr_assert_eq(munmap(pg(p, ps, 8), 48 * ps), 0);    /* [8, 56), over the first */
@@ -339,9 +340,11 @@ Test(events, munmap_overlapping, .timeout = 30)
 	cr_assert_eq(check_zero(p, ps, 4, 4), -1);
 	fill_pages(p, ps, 60, 4, 2);
 	cr_assert_eq(check_pages(p, ps, 60, 4, 2), -1);
-	stats_wait(ctx, st, st.faults >= st0.faults + 8, 5000);
-	usleep(20000);
-	st = stats_of(ctx);
+	/* Eight new pages: wait for them to be resolved (or for a fault to be
+	 * taken for stale), without asserting, and settle. */
+	stats_poll(ctx, st, st.faults_stale > 0 ||
+		   st.zero_filled + st.zero_mapped >= st0.zero_filled + st0.zero_mapped + 8, 5000);
+	st = stats_settle(ctx, 20, 5000);
 	/* Not fatal: what destroy does below matters more. */
 	cr_expect_eq(st.faults_stale, 0, "%llu faults on pages the region still maps were taken "
 		     "for stale: the region left the registry", (unsigned long long)st.faults_stale);
@@ -506,6 +509,7 @@ static void mremap_whole(uint64_t psize)
 		cr_skip_test("kernel lacks UFFD_FEATURE_EVENT_REMAP");
 	fill_pages(p, psize, 0, 8, 1);
 	stats_wait(ctx, st0, st0.zero_filled == 8, 5000);
+	st0 = stats_settle(ctx, 20, 5000);
 
 	to = reserve(N * psize, psize);
 	cr_assert_eq(mremap(p, N * psize, N * psize, MREMAP_MAYMOVE | MREMAP_FIXED, to),
@@ -516,7 +520,7 @@ static void mremap_whole(uint64_t psize)
 
 	/* Touched pages moved with their contents, without a fault. */
 	cr_assert_eq(check_pages(to, psize, 0, 8, 1), -1);
-	st = stats_of(ctx);
+	st = stats_settle(ctx, 20, 5000);
 	cr_assert_eq(new_faults(&st), new_faults(&st0), "moved pages faulted");
 	/* Untouched pages fault through upager at the new address. */
 	cr_assert_eq(check_zero(to, psize, 8, 8), -1);
@@ -672,5 +676,109 @@ Test(events, mremap_grow, .timeout = 40)
 	for (size_t i = 0; i < N; i++)
 		cr_assert_eq(pattern_check(tail.p + i * ps, ps, 4, i), -1);
 	munmap(tail.p, N * ps);
+	upg_ctx_destroy(ctx);
+}
+
+/*
+ * Room for a region of len bytes to grow by len in place: a PROT_NONE
+ * mapping right after it, which the caller unmaps just before it grows the
+ * region. Regions are placed wherever the kernel finds room, often right
+ * below another mapping; if the range after the region is taken, the region
+ * is moved (a whole-region REMAP, which it follows) to the start of a
+ * reservation twice its size, whose second half is the room.
+ */
+static void *claim_room_after(upg_ctx *ctx, upg_region *r, size_t len, int *moved)
+{
+	uint8_t *p = upg_region_addr(r), *to;
+	void *room = mmap(p + len, len, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+
+	if (room == p + len)
+		return room;
+	if (room != MAP_FAILED)          /* a kernel that took the address as a hint */
+		munmap(room, len);
+	if (!(upg_ctx_features(ctx) & UPG_FEAT_EVENT_REMAP))
+		cr_skip_test("the range after the region is taken, and moving the region "
+			     "elsewhere needs UFFD_FEATURE_EVENT_REMAP");
+	to = reserve(2 * len, itest_page());
+	cr_assert_eq(mremap(p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to), (void *)to,
+		     "mremap to make room: %s", strerror(errno));
+	wait_region_addr(r, to, 5000);
+	(*moved)++;
+	return to + len;
+}
+
+/* mremap growing a region where it is (no MREMAP_MAYMOVE): the region does
+ * not move and keeps working; the new tail is the application's. */
+Test(events, mremap_grow_in_place, .timeout = 40)
+{
+	size_t ps = itest_page(), len = N * ps;
+	upg_ctx *ctx = ctx_new(NULL);
+	static struct touch_args tail;
+	struct upg_stats st;
+	uint8_t *hole, *p = NULL, *q = MAP_FAILED;
+	upg_region *r;
+	int attempt, moved = 0;
+
+	/* Mappings are placed top-down, in the highest gap that fits: a hole
+	 * of len bytes left right below a mapping of ours usually gets the
+	 * region, with our mapping as the room after it. If the region lands
+	 * elsewhere, claim_room_after makes room. */
+	hole = reserve(2 * len, ps);
+	cr_assert_eq(munmap(hole, len), 0);
+	r = region_new(ctx, len, 0);
+	if (upg_region_addr(r) != hole)
+		cr_assert_eq(munmap(hole + len, len), 0);
+
+	fill_pages(upg_region_addr(r), ps, 0, N / 2, 1);
+	stats_wait(ctx, st, st.zero_filled == N / 2, 5000);
+
+	/* Between unmapping the room and growing into it another thread of
+	 * this process (a handler, Criterion) may map something there: then
+	 * make room again. */
+	for (attempt = 0; attempt < 5 && q == MAP_FAILED; attempt++) {
+		void *room = attempt == 0 && upg_region_addr(r) == hole
+			     ? hole + len : claim_room_after(ctx, r, len, &moved);
+
+		p = upg_region_addr(r);
+		cr_assert_eq(munmap(room, len), 0);
+		q = mremap(p, len, 2 * len, 0);
+		cr_assert(q != MAP_FAILED || errno == ENOMEM, "mremap in place: %s", strerror(errno));
+	}
+	cr_assert_neq(q, MAP_FAILED, "room after the region taken %d times in a row", attempt);
+	cr_assert_eq(q, p, "mremap without MREMAP_MAYMOVE moved the region");
+	cr_log_info("grown in place after %d attempt(s), the region moved %d time(s) to make room",
+		    attempt, moved);
+
+	/* The region stayed where it was, with its size. */
+	itest_sleep_ms(10);
+	cr_assert_eq(upg_region_addr(r), (void *)p, "region followed a move that did not happen");
+	cr_assert_eq(upg_region_size(r), len);
+
+	/* The grown tail works, as plain memory. */
+	tail = (struct touch_args){ .p = pg(p, ps, N), .len = len, .gen = 4 };
+	touch_or_fail(ctx, fill_tail, &tail);
+	cr_assert_eq(atomic_load(&tail.bad), 0, "grown tail not zero");
+	for (size_t i = 0; i < N; i++)
+		cr_assert_eq(pattern_check(tail.p + i * ps, ps, 4, i), -1);
+
+	/* The region keeps its pages and still pages in the rest. */
+	cr_assert_eq(check_pages(p, ps, 0, N / 2, 1), -1);
+	cr_assert_eq(check_zero(p, ps, N / 2, N / 4), -1);
+	fill_pages(p, ps, 3 * N / 4, N / 4, 2);
+	stats_wait(ctx, st, st.zero_filled + st.zero_mapped == N, 5000);
+	cr_assert_eq(check_pages(p, ps, 3 * N / 4, N / 4, 2), -1);
+	st = stats_settle(ctx, 20, 5000);
+	cr_assert_eq(st.resident_bytes, (N / 2 + N / 4 + ((upg_ctx_features(ctx) &
+		     UPG_FEAT_ZEROPAGE) ? 0 : N / 4)) * ps, "the grown tail counted as the region's");
+	cr_assert_eq(st.errors, 0);
+
+	/* Destroy takes the region's range only. */
+	cr_assert_eq(upg_region_destroy(r), 0);
+	cr_assert(range_unmapped(p, len), "destroy left the region mapped");
+	cr_assert(!range_unmapped(tail.p, len), "destroy unmapped the grown tail");
+	for (size_t i = 0; i < N; i++)
+		cr_assert_eq(pattern_check(tail.p + i * ps, ps, 4, i), -1);
+	munmap(tail.p, len);
 	upg_ctx_destroy(ctx);
 }
