@@ -19,6 +19,9 @@
 # boot; read the guest's verdict from the console (tools/arm64/init prints it).
 # Exits 0 only when the guest printed "ARM64-LANE: ... 0 failed".
 set -euo pipefail
+# Software emulation runs several times slower than the host: the tests'
+# deadlines stretch by this much unless the caller says otherwise.
+export UPAGER_TEST_TIME_SCALE=${UPAGER_TEST_TIME_SCALE:-4}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 src=$PWD

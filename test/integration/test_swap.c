@@ -33,7 +33,9 @@
 #define SAMPLE_US 10000
 #define JOIN_S 90.0
 
-static char swapdir[] = "/var/tmp/upager-test-XXXXXX";
+/* Swap files need a filesystem with O_DIRECT: $TMPDIR, else /var/tmp (on
+ * many systems /tmp is a tmpfs). */
+static char swapdir[4096];
 static int swapdir_made;
 
 /* .fini of every test: the swap file in swapdir is unlinked, so the
@@ -53,6 +55,8 @@ static upg_ctx *swap_ctx(uint64_t feature_mask, uint32_t policy, unsigned handle
 	upg_ctx *ctx = NULL;
 	int ret;
 
+	snprintf(swapdir, sizeof(swapdir), "%s/upager-test-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
 	cr_assert_not_null(mkdtemp(swapdir), "mkdtemp %s: %s", swapdir, strerror(errno));
 	swapdir_made = 1;
 	sf = (struct upg_swap_file){ .path = swapdir, .size = 256 * MiB };
