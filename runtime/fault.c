@@ -3,6 +3,8 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,8 +36,24 @@ static __attribute__((cold)) void report_error(struct handler *h, uintptr_t addr
 	stat_inc(&h->stats.errors);
 }
 
+/*
+ * Make the thread touching a poisoned page get SIGBUS: a poison marker in
+ * its page table where the kernel has UFFDIO_POISON (every later touch gets
+ * SIGBUS too), else the signal sent to the faulting thread itself (tid from
+ * UFFD_FEATURE_THREAD_ID), which interrupts its fault.
+ */
+static void deliver_poison(struct upg_ctx *ctx, uintptr_t page, size_t psize, pid_t tid)
+{
+	if ((ctx->features & UPG_FEAT_POISON) && uffd_poison(ctx->uffd, page, psize) == 0)
+		return;
+	if (tid > 0)
+		syscall(SYS_tgkill, getpid(), tid, SIGBUS);
+	else
+		kill(getpid(), SIGBUS);
+}
+
 static fault_result resolve_missing(struct handler *h, struct upg_region *r, uintptr_t addr,
-				    bool write)
+				    bool write, pid_t tid)
 {
 	struct upg_ctx *ctx = h->ctx;
 	uint64_t idx = region_index(r, addr);
@@ -67,7 +85,7 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 			res = paging_uncool(h, r, idx, old);
 			break;
 		case PG_POISONED:
-			uffd_poison(ctx->uffd, page, psize);
+			deliver_poison(ctx, page, psize, tid);
 			res = FAULT_ERROR;
 			break;
 		case PG_NONE:
@@ -221,7 +239,9 @@ static void handle_pagefault(struct handler *h, const struct uffd_msg *msg, bool
 		uffd_wake(ctx->uffd, addr & ~(uintptr_t)(bp - 1), bp);
 		return;
 	}
-	res = resolve_missing(h, r, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+	res = resolve_missing(h, r, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE,
+			      (ctx->features & UPG_FEAT_THREAD_ID) ? (pid_t)msg->arg.pagefault.feat.ptid
+								   : 0);
 	if (res == FAULT_SHARED)
 		stat_inc(&h->stats.faults_shared);
 	else if (res == FAULT_STALE)

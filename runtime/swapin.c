@@ -119,7 +119,10 @@ static void poison(struct handler *h, struct upg_region *r, uint64_t idx, uint64
 	stat_inc(&h->stats.poisoned);
 	backend_discard(ctx->paging->backend, &slot, 1);
 	page_release(r, idx, pg_make(0, PG_POISONED, 0, 0));
-	uffd_poison(ctx->uffd, addr, region_page_size(r));
+	/* Without UFFDIO_POISON, the woken thread faults again and its
+	 * handler signals it (fault.c, deliver_poison). */
+	if (!(ctx->features & UPG_FEAT_POISON) || uffd_poison(ctx->uffd, addr, region_page_size(r)) < 0)
+		uffd_wake(ctx->uffd, addr, region_page_size(r));
 }
 
 /* A page read in for nothing: back to zeros, slot and budget released. */
