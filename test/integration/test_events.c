@@ -636,18 +636,6 @@ Test(events, mremap_part_16k, .timeout = 40)
  * moves it (a whole-region REMAP, which the region follows). Either way the
  * new tail is registered with the context's userfaultfd (the VMA grew) but
  * belongs to no region. Faults there must still complete. */
-static void fill_tail(void *arg)
-{
-	struct touch_args *a = arg;
-	size_t bp = itest_page();
-
-	for (size_t off = 0; off < a->len; off += bp) {
-		if (!all_zero(a->p + off, bp))
-			atomic_fetch_add(&a->bad, 1);
-		pattern_fill(a->p + off, bp, a->gen, off / bp);
-	}
-}
-
 Test(events, mremap_grow, .timeout = 40)
 {
 	size_t ps = itest_page();
@@ -662,7 +650,7 @@ Test(events, mremap_grow, .timeout = 40)
 	wait_region_addr(r, p, 5000);
 	tail = (struct touch_args){ .p = pg(p, ps, N), .len = N * ps, .gen = 4 };
 
-	touch_or_fail(ctx, fill_tail, &tail);
+	touch_or_fail(ctx, read_then_fill, &tail);
 	cr_assert_eq(atomic_load(&tail.bad), 0, "grown tail not zero");
 	for (size_t i = 0; i < N; i++)
 		cr_assert_eq(pattern_check(tail.p + i * ps, ps, 4, i), -1);
@@ -757,7 +745,7 @@ Test(events, mremap_grow_in_place, .timeout = 40)
 
 	/* The grown tail works, as plain memory. */
 	tail = (struct touch_args){ .p = pg(p, ps, N), .len = len, .gen = 4 };
-	touch_or_fail(ctx, fill_tail, &tail);
+	touch_or_fail(ctx, read_then_fill, &tail);
 	cr_assert_eq(atomic_load(&tail.bad), 0, "grown tail not zero");
 	for (size_t i = 0; i < N; i++)
 		cr_assert_eq(pattern_check(tail.p + i * ps, ps, 4, i), -1);
