@@ -256,6 +256,31 @@ struct upg_stats {
 
 	/* Handler service time per fault message, read to resolved. */
 	uint64_t latency_hist[UPG_LAT_BUCKETS];
+
+	/* Since 0.2. */
+	/* Read-ahead pages the fault stream went past afterwards (a read of
+	 * a mapped page raises no fault, so this is inferred from the
+	 * stream: a page touched out of order counts as waste). */
+	uint64_t readahead_hits;
+	uint64_t readahead_waste;   /* read-ahead pages evicted or dropped first */
+	uint32_t evict_path;        /* enum upg_evict_path (contexts with a mem_limit) */
+	uint32_t reserved1;
+};
+
+/* How pages leave the application, chosen by the feature probe (mask
+ * features to force the others). Each is atomic with respect to writers:
+ * no write is lost. */
+enum upg_evict_path {
+	/* UFFDIO_MOVE of the page into a staging frame (Linux 6.8). */
+	UPG_EVICT_MOVE = 0,
+	/* Write-protect, copy out, MADV_DONTNEED; a write meanwhile waits in
+	 * a write-protect fault (userfaultfd WP: x86_64 5.7, arm64 6.10). */
+	UPG_EVICT_WP = 1,
+	/* mprotect read-only, copy out, MADV_DONTNEED: any kernel. A write
+	 * meanwhile takes SIGSEGV, which upager's handler turns into a retry
+	 * (it chains to the application's handler for other faults); a
+	 * system call writing there meanwhile fails with EFAULT. */
+	UPG_EVICT_MPROTECT = 2,
 };
 
 /* Fill *st (whose st->size says how much the caller has room for) with a

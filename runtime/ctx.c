@@ -246,6 +246,7 @@ int upg_stats_get(upg_ctx *ctx, struct upg_stats *st)
 
 		stats_accumulate(&all, &pg->stats);
 		all.mem_limit = ctx->cfg.mem_limit;
+		all.evict_path = pg->path;
 		all.cooling_bytes = atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) *
 				    pg->page_size;
 	}

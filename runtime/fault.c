@@ -74,6 +74,16 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 	for (;;) {
 		switch (pg_state(old)) {
 		case PG_BUSY:
+			if (ctx->paging && evict_copying(ctx->paging, page)) {
+				/* Dropped by the application while the reclaimer
+				 * copies it out (evict.c): zeros, as it expects,
+				 * and write-protected, so a write waits for the
+				 * reclaimer to be done. */
+				ret = uffd_copy(ctx->uffd, page, ctx->zero_src, psize,
+						(ctx->features & UPG_FEAT_WP) ? UFFDIO_COPY_MODE_WP : 0);
+				res = ret == 0 || ret == -EEXIST ? FAULT_SHARED : FAULT_DEFER;
+				break;
+			}
 			if (!pg_cas(pw, &old, old | PG_WAITERS))
 				continue;
 			res = FAULT_SHARED;
@@ -290,6 +300,46 @@ static void for_each_region(struct upg_ctx *ctx, uintptr_t start, uintptr_t end,
 	}
 }
 
+/* MADV_DONTNEED or MADV_FREE of [start, end): forget the pages, except
+ * where it is the reclaimer dropping pages it copied out (evict.c) or
+ * freeing frames of its cooling pool. */
+static void removed(struct handler *h, uintptr_t start, uintptr_t end)
+{
+	struct upg_ctx *ctx = h->ctx;
+	struct paging *pg = ctx->paging;
+
+	if (pg) {
+		uintptr_t frames = (uintptr_t)pg->frames, ps = pg->page_size;
+		uint64_t n = atomic_load_explicit(&pg->own.npages, memory_order_acquire);
+		uintptr_t s = atomic_load_explicit(&pg->own.start, memory_order_relaxed);
+		uintptr_t e = s + n * ps, from = start;
+		bool theirs = false;
+
+		if (start >= frames && end <= frames + pg->nframes * ps)
+			return;
+		if (n && start < e && end > s) {
+			for (uintptr_t a = start > s ? start : s; a < end && a < e; a += ps) {
+				if (!evict_own_removal(pg, a))
+					continue;
+				if (from < a) {
+					for_each_region(ctx, from, a, region_forget);
+					theirs = true;
+				}
+				from = a + ps;
+			}
+			if (from < end) {
+				for_each_region(ctx, from, end, region_forget);
+				theirs = true;
+			}
+			if (theirs)
+				stat_inc(&h->stats.events_remove);
+			return;
+		}
+	}
+	stat_inc(&h->stats.events_remove);
+	for_each_region(ctx, start, end, region_forget);
+}
+
 static void forget_and_unmap(struct upg_region *r, uintptr_t start, uintptr_t end)
 {
 	region_forget(r, start, end);
@@ -307,8 +357,7 @@ void fault_dispatch(struct handler *h, const struct uffd_msg *msg)
 		stat_latency(&h->stats, stat_now_ns() - t0);
 		return;
 	case UFFD_EVENT_REMOVE:
-		stat_inc(&h->stats.events_remove);
-		for_each_region(ctx, msg->arg.remove.start, msg->arg.remove.end, region_forget);
+		removed(h, msg->arg.remove.start, msg->arg.remove.end);
 		return;
 	case UFFD_EVENT_UNMAP:
 		stat_inc(&h->stats.events_unmap);

@@ -14,6 +14,7 @@
  *                written out)
  *   bit   6      WAITERS: a fault came while the page was busy; whoever
  *                releases it wakes the range
+ *   bit   7      RA: read ahead and not yet reached by the fault stream
  *   bits  8..19  pin count
  *   bits 20..63  RESIDENT, SWAPPED: swap slot + 1 of the page's copy
  *                (0 = none); COOLING: the frame holding it; BUSY: what the
@@ -40,6 +41,7 @@ enum page_state {
 #define PG_STALE (1ull << 4)
 #define PG_DIRTY (1ull << 5)
 #define PG_WAITERS (1ull << 6)
+#define PG_RA (1ull << 7)
 #define PG_PIN_SHIFT 8
 #define PG_PIN_MASK (0xfffull << PG_PIN_SHIFT)
 #define PG_SLOT_SHIFT 20

@@ -51,12 +51,6 @@ int paging_create(struct upg_ctx *ctx)
 		return cfg->nswap_files ? -EINVAL : 0;
 	if (cfg->policy > UPG_POLICY_FIFO)
 		return -EINVAL;
-	if (!(ctx->features & UPG_FEAT_MOVE)) {
-		/* The write-protect and mprotect eviction paths are not in
-		 * this build yet. */
-		pr_err("paging under a memory limit needs UFFDIO_MOVE (Linux 6.8)");
-		return -EOPNOTSUPP;
-	}
 	pg = calloc(1, sizeof(*pg));
 	if (!pg)
 		return -ENOMEM;
@@ -76,14 +70,21 @@ int paging_create(struct upg_ctx *ctx)
 	pg->cool_target = pg->policy == UPG_POLICY_FIFO ? 0 : pg->limit / 4;
 	pg->nframes = pg->cool_target + 4 * PAGING_BATCH;
 
+	ret = evict_init(pg);
+	if (ret < 0) {
+		pr_perr(ret, "cannot set up the %s eviction path", evict_path_name(pg->path));
+		goto err;
+	}
+	pg->evict_ready = true;
 	ret = open_backend(pg, cfg);
 	if (ret < 0) {
 		pr_perr(ret, "cannot open the swap files");
 		goto err;
 	}
 
-	/* The cooling pool: registered so that UFFDIO_MOVE may use it, never
-	 * touched by anyone but the kernel on our behalf. */
+	/* The cooling pool. On the MOVE path it is registered (UFFDIO_MOVE
+	 * needs both ends registered) and touched only by the kernel on our
+	 * behalf; the other paths copy into it. */
 	pg->frames = mmap(NULL, pg->nframes * pg->page_size, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (pg->frames == MAP_FAILED) {
@@ -92,10 +93,12 @@ int paging_create(struct upg_ctx *ctx)
 		goto err;
 	}
 	madvise(pg->frames, pg->nframes * pg->page_size, MADV_NOHUGEPAGE);
-	ret = uffd_register(ctx->uffd, pg->frames, pg->nframes * pg->page_size,
-			    UFFDIO_REGISTER_MODE_MISSING);
-	if (ret < 0)
-		goto err;
+	if (pg->path == UPG_EVICT_MOVE) {
+		ret = uffd_register(ctx->uffd, pg->frames, pg->nframes * pg->page_size,
+				    UFFDIO_REGISTER_MODE_MISSING);
+		if (ret < 0)
+			goto err;
+	}
 	pg->fe = calloc(pg->nframes, sizeof(*pg->fe));
 	pg->lru_mask = (1ull << 20) - 1;
 	while (pg->lru_mask < 2 * pg->limit)
@@ -147,9 +150,12 @@ void paging_destroy(struct upg_ctx *ctx)
 	paging_stop(ctx);
 	backend_queue_close(pg->queue);
 	if (pg->frames) {
-		uffd_unregister(ctx->uffd, pg->frames, pg->nframes * pg->page_size);
+		if (pg->path == UPG_EVICT_MOVE)
+			uffd_unregister(ctx->uffd, pg->frames, pg->nframes * pg->page_size);
 		munmap(pg->frames, pg->nframes * pg->page_size);
 	}
+	if (pg->evict_ready)
+		evict_fini(pg);
 	backend_close(pg->backend);
 	if (pg->kick_fd >= 0)
 		close(pg->kick_fd);

@@ -53,6 +53,8 @@ struct paging {
 	struct upg_ctx *ctx;
 	struct backend *backend;
 	uint32_t policy;
+	uint32_t path;            /* enum upg_evict_path */
+	bool evict_ready;         /* evict_init() done */
 	uint64_t page_size;
 
 	uint64_t limit;           /* pages */
@@ -66,6 +68,18 @@ struct paging {
 	uint64_t nframes;
 	struct frame *fe;
 	uint64_t head, tail;
+
+	/* The run of pages the reclaimer is copying out and dropping on the
+	 * WP and mprotect paths (evict.c). Its MADV_DONTNEED raises REMOVE
+	 * events that are not the application's: each page's first REMOVE is
+	 * ours (consumed bit), a second one the application's. start/npages
+	 * change under ctx->read_lock, which event handling holds. */
+	struct {
+		_Atomic uintptr_t start;
+		_Atomic uint64_t npages;  /* 0: no run */
+		_Atomic uint64_t consumed;
+		atomic_bool copying;      /* its pages are being copied out */
+	} own;
 
 	/* The reclaimer. */
 	pthread_t thread;
@@ -135,6 +149,31 @@ bool paging_pending(struct handler *h);
 /* The page at idx left state w (already replaced by NONE): release what it
  * held (slot, frame, budget). For region_forget() and region destroy. */
 void paging_forget_page(struct paging *pg, struct upg_region *r, uint64_t idx, uint64_t w);
+
+/*
+ * Eviction paths (evict.c). evict_out() moves the claimed (BUSY) pages
+ * v[0..n) out of the application into their frames, setting ok on those
+ * now out; evict_back() puts the page in frame pos back at addr (mapped
+ * write-protected when clean and the path tracks writes). 0 or -errno.
+ */
+struct evictee {
+	struct upg_region *r;
+	uint64_t idx, w, pos;
+	bool ok;
+};
+
+int evict_init(struct paging *pg);
+void evict_fini(struct paging *pg);
+void evict_out(struct paging *pg, struct evictee *v, unsigned n);
+int evict_back(struct paging *pg, uintptr_t addr, uint64_t pos, bool clean);
+/* Whether a REMOVE event for the page at addr is the reclaimer's own drop
+ * (the page's first REMOVE while it is in the run); consumes it. Under
+ * ctx->read_lock. */
+bool evict_own_removal(struct paging *pg, uintptr_t addr);
+/* Whether a fault at addr hit a page the reclaimer is copying out that the
+ * application dropped meanwhile (see evict.c). */
+bool evict_copying(struct paging *pg, uintptr_t addr);
+const char *evict_path_name(uint32_t path);
 
 /* Reclaimer (reclaim.c). */
 void *paging_reclaimer_main(void *arg);

@@ -75,44 +75,68 @@ static void frame_release(struct paging *pg, struct frame *f, uint64_t ref1)
 	}
 }
 
-/* Move a resident page into the frame at the head. 1 if it moved. */
-static int cool_one(struct paging *pg, uint64_t ref)
+/* A read-ahead page leaves before the fault stream reached it. */
+static void ra_wasted(struct paging *pg, uint64_t w)
+{
+	if (w & PG_RA)
+		stat_inc(&pg->stats.readahead_waste);
+}
+
+/* Move up to max of the oldest resident pages into the frames at the head
+ * (evict.c). Returns how many moved. */
+static unsigned cool_batch(struct paging *pg, unsigned max)
 {
 	struct upg_ctx *ctx = pg->ctx;
-	struct upg_region *r = region_by_id(ctx, page_ref_region(ref));
-	uint64_t idx = page_ref_index(ref), w, prev, pos = pg->head;
-	struct frame *f = &pg->fe[pos % pg->nframes];
-	page_word *pw;
-	int ret;
+	struct evictee v[PAGING_BATCH];
+	unsigned n = 0, moved = 0;
+	uint64_t ref;
 
-	if (!r || idx >= r->npages)
-		return 0;
-	pw = &r->state[idx];
-	w = pg_load(pw);
-	/* Stale references (page gone or already out) and pinned pages are
-	 * passed over. */
-	if (pg_state(w) != PG_RESIDENT || (w & PG_PIN_MASK) ||
-	    !pg_cas(pw, &w, pg_with_state(w, PG_BUSY)))
-		return 0;
-	ret = uffd_move(ctx->uffd, (uintptr_t)frame_addr(pg, pos), page_addr(r, idx),
-			pg->page_size, 0);
-	if (ret < 0) {
-		/* EBUSY: pinned by someone (I/O from the page, a fork child). */
-		page_release(r, idx, w);
-		return 0;
+	if (max > PAGING_BATCH)
+		max = PAGING_BATCH;
+	while (n < max && lru_pop(pg, &ref)) {
+		struct upg_region *r = region_by_id(ctx, page_ref_region(ref));
+		uint64_t idx = page_ref_index(ref), w;
+
+		if (!r || idx >= r->npages)
+			continue;
+		w = pg_load(&r->state[idx]);
+		/* Stale references (page gone or already out) and pinned
+		 * pages are passed over. */
+		if (pg_state(w) != PG_RESIDENT || (w & PG_PIN_MASK) ||
+		    !pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY)))
+			continue;
+		v[n] = (struct evictee){ .r = r, .idx = idx, .w = w, .pos = pg->head + n };
+		n++;
 	}
-	f->slot1 = pg_val(w);
-	f->dirty = w & PG_DIRTY;
-	atomic_store_explicit(&f->ref, ref + 1, memory_order_release);
-	atomic_fetch_add_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
-	pg->head++;
-	stat_inc(&pg->stats.evicted);
-	/* Touched meanwhile: woken, it faults again and moves it back. */
-	prev = page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
-	if (prev & PG_STALE)   /* removed meanwhile: drop what was moved */
-		region_forget(r, page_addr(r, idx), page_addr(r, idx) + pg->page_size);
-	return 1;
+	evict_out(pg, v, n);
+	for (unsigned i = 0; i < n; i++) {
+		struct upg_region *r = v[i].r;
+		uintptr_t addr = page_addr(r, v[i].idx);
+		struct frame *f = &pg->fe[v[i].pos % pg->nframes];
+		uint64_t prev;
+
+		if (!v[i].ok) {
+			/* Its frame stays empty and is skipped at the tail. */
+			prev = page_release(r, v[i].idx, v[i].w);
+			if (prev & PG_STALE)
+				region_forget(r, addr, addr + pg->page_size);
+			continue;
+		}
+		f->slot1 = pg_val(v[i].w);
+		f->dirty = v[i].w & PG_DIRTY;
+		atomic_store_explicit(&f->ref, page_ref(r->id, v[i].idx) + 1, memory_order_release);
+		atomic_fetch_add_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
+		stat_inc(&pg->stats.evicted);
+		ra_wasted(pg, v[i].w);
+		moved++;
+		/* Touched meanwhile: woken, it faults again and brings it back. */
+		prev = page_release(r, v[i].idx, pg_make(0, PG_COOLING, v[i].pos, 0));
+		if (prev & PG_STALE)   /* removed meanwhile: drop what was moved */
+			region_forget(r, addr, addr + pg->page_size);
+	}
+	pg->head += n;
+	return moved;
 }
 
 /* Put a page that could not be written back into the application again. */
@@ -123,8 +147,7 @@ static void give_back(struct paging *pg, struct victim *v, struct frame *f)
 	int ret;
 
 	/* EAGAIN: an event is pending, which a handler reads in a moment. */
-	while ((ret = uffd_move(ctx->uffd, addr, (uintptr_t)frame_addr(pg, v->pos), pg->page_size,
-				0)) == -EAGAIN)
+	while ((ret = evict_back(pg, addr, v->pos, false)) == -EAGAIN)
 		sched_yield();
 	if (ret < 0) {
 		/* The range is gone (unmapped, being destroyed). */
@@ -345,14 +368,13 @@ void *paging_reclaimer_main(void *arg)
 		}
 		while (atomic_load_explicit(&pg->mem_pages, memory_order_relaxed) > pg->low_wm &&
 		       !atomic_load(&pg->stop)) {
-			uint64_t ref;
 			unsigned moved = 0;
 
 			drain_rings(pg);
 			while (atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) <
 				       pg->cool_target + PAGING_BATCH &&
-			       pg->head - pg->tail < pg->nframes && lru_pop(pg, &ref))
-				moved += (unsigned)cool_one(pg, ref);
+			       pg->head - pg->tail < pg->nframes && pg->lru_tail != pg->lru_head)
+				moved += cool_batch(pg, (unsigned)(pg->nframes - (pg->head - pg->tail)));
 			progress = moved;
 			if (atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) >
 				    pg->cool_target ||

@@ -24,15 +24,19 @@ static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
 	return region_base(r) + (idx << r->page_shift);
 }
 
+/* Marks the cookie of a read-ahead I/O (page refs use 60 bits). */
+#define IO_READAHEAD (1ull << 63)
+
 /* Queue the read of page idx of r, claimed by the caller (word w before). */
-static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w)
+static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
+			 uint64_t mark)
 {
 	struct paging_handler *ph = &h->paging;
 	struct backend_io *io = buf_get(ph);
 
 	io->slot = pg_val(w) - 1;
 	io->crc = r->crc[idx];
-	io->cookie = (void *)(uintptr_t)page_ref(r->id, idx);
+	io->cookie = (void *)(uintptr_t)(page_ref(r->id, idx) | mark);
 	if (backend_queue_read(ph->queue, io) == 0)
 		return true;
 	buf_put(ph, io);
@@ -54,6 +58,17 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx)
 	bool seq = ph->ra_region == r->id && idx > ph->ra_last && idx <= ph->ra_next;
 	uint64_t end;
 
+	if (seq) {
+		/* The stream went past the pages read ahead before this one. */
+		for (uint64_t j = ph->ra_last + 1; j < idx; j++) {
+			uint64_t w = pg_load(&r->state[j]);
+
+			while ((w & PG_RA) && !pg_cas(&r->state[j], &w, w & ~PG_RA))
+				;
+			if (w & PG_RA)
+				stat_inc(&h->stats.readahead_hits);
+		}
+	}
 	ph->ra_win = seq ? (ph->ra_win ? 2 * ph->ra_win : 4) : 0;
 	if (ph->ra_win > RA_MAX)
 		ph->ra_win = RA_MAX;
@@ -72,7 +87,7 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx)
 			paging_unreserve(pg, 1);
 			continue;
 		}
-		if (!queue_swapin(h, r, j, w)) {
+		if (!queue_swapin(h, r, j, w, IO_READAHEAD)) {
 			paging_unreserve(pg, 1);
 			page_release(r, j, w);
 			return;
@@ -92,7 +107,7 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 		paging_unreserve(pg, 1);
 		return FAULT_AGAIN;
 	}
-	if (!queue_swapin(h, r, idx, w)) {
+	if (!queue_swapin(h, r, idx, w, 0)) {
 		/* Nothing queued: put everything back and let the thread retry. */
 		paging_unreserve(pg, 1);
 		page_release(r, idx, w);
@@ -141,7 +156,8 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 {
 	struct upg_ctx *ctx = h->ctx;
 	struct paging *pg = ctx->paging;
-	uint64_t ref = (uintptr_t)io->cookie, idx = page_ref_index(ref);
+	uint64_t ref = (uintptr_t)io->cookie & ~IO_READAHEAD, idx = page_ref_index(ref);
+	uint64_t ra = ((uintptr_t)io->cookie & IO_READAHEAD) ? PG_RA : 0;
 	struct upg_region *r = region_by_id(ctx, page_ref_region(ref));
 	uint64_t flags;
 	uintptr_t addr;
@@ -184,7 +200,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		drop(h, r, idx, io->slot);
 		return true;
 	}
-	page_release(r, idx, pg_make(0, PG_RESIDENT, io->slot + 1, flags));
+	page_release(r, idx, pg_make(0, PG_RESIDENT, io->slot + 1, flags | ra));
 	paging_resident(h, r, idx);
 	return true;
 }
@@ -223,11 +239,15 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	uint64_t pos = pg_val(w);
 	struct frame *f = &pg->fe[pos % pg->nframes];
 	uintptr_t addr = page_addr(r, idx);
+	bool clean;
 	int ret;
 
 	if (!pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY)))
 		return FAULT_AGAIN;
-	ret = uffd_move(ctx->uffd, addr, (uintptr_t)frame_addr(pg, pos), region_page_size(r), 0);
+	/* Clean: its copy in swap is current, and write-protect tells us
+	 * when that stops being true. */
+	clean = f->slot1 && !f->dirty && (ctx->features & UPG_FEAT_WP);
+	ret = evict_back(pg, addr, pos, clean);
 	if (ret == -EAGAIN) {
 		/* An event is pending: retry the fault after it is read. */
 		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
@@ -242,8 +262,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		stat_inc(&h->stats.errors);
 		return FAULT_ERROR;
 	}
-	/* The move may have left the page writable: count it dirty. */
-	page_release(r, idx, pg_make(0, PG_RESIDENT, f->slot1, PG_DIRTY));
+	page_release(r, idx, pg_make(0, PG_RESIDENT, f->slot1, clean ? 0 : PG_DIRTY));
 	atomic_store_explicit(&f->ref, 0, memory_order_release);
 	atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
 	stat_inc(&h->stats.faults_cooling);

@@ -215,13 +215,6 @@ static int cmd_demo(int argc, char **argv)
 		cfg.nswap_files = 1;
 	}
 	ret = upg_ctx_create(&cfg, &ctx);
-	if (ret == -EOPNOTSUPP && mem) {
-		fprintf(stderr, "upager demo: this kernel cannot page under a limit yet (%s); "
-				"running without one\n", upg_strerror(ret));
-		mem = 0;
-		upg_config_init(&cfg);
-		ret = upg_ctx_create(&cfg, &ctx);
-	}
 	if (mem)
 		rmdir(swapdir);   /* the swap file in it is unlinked already */
 	if (ret < 0) {

@@ -3,9 +3,9 @@
  * through a swap file, every page verified, and the memory held bounded all
  * along the run (sampled), not only once it is over.
  *
- * Paging needs UFFDIO_MOVE (Linux 6.8): the write-protect and mprotect
- * eviction paths are not implemented yet, and upg_ctx_create refuses a
- * mem_limit without it (-EOPNOTSUPP). These tests skip then.
+ * The matrix runs every eviction path (forced by masking the features the
+ * better ones need) under both policies with 1 and 4 threads. A path the
+ * kernel cannot offer skips with the reason.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -46,15 +46,34 @@ static void swapdir_remove(void)
 		swapdir_made = 0;
 }
 
-static upg_ctx *swap_ctx(uint64_t feature_mask, uint32_t policy, unsigned handlers)
+/* The eviction paths and what each needs the kernel to have. */
+struct path {
+	uint32_t path;
+	uint64_t mask;        /* features masked to force it */
+	uint64_t needs;
+	const char *why;
+};
+
+static const struct path paths[] = {
+	[UPG_EVICT_MOVE] = { UPG_EVICT_MOVE, 0, UPG_FEAT_MOVE, "UFFDIO_MOVE (Linux 6.8)" },
+	[UPG_EVICT_WP] = { UPG_EVICT_WP, UPG_FEAT_MOVE, UPG_FEAT_WP,
+			   "userfaultfd write-protect (x86_64 5.7, arm64 6.10)" },
+	[UPG_EVICT_MPROTECT] = { UPG_EVICT_MPROTECT, UPG_FEAT_MOVE | UPG_FEAT_WP, 0, "" },
+};
+
+static upg_ctx *swap_ctx(uint32_t path, uint32_t policy, unsigned handlers)
 {
 	static struct upg_swap_file sf;
 	uint64_t probed = features_or_skip();
-	int has_move = (probed & ~feature_mask & UPG_FEAT_MOVE) != 0;
+	const struct path *pa = &paths[path];
 	struct upg_config cfg;
+	struct upg_stats st;
 	upg_ctx *ctx = NULL;
 	int ret;
 
+	if ((probed & pa->needs) != pa->needs)
+		cr_skip_test("the %s eviction path needs %s, which this kernel lacks",
+			     path == UPG_EVICT_MOVE ? "MOVE" : "WP", pa->why);
 	snprintf(swapdir, sizeof(swapdir), "%s/upager-test-XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
 	cr_assert_not_null(mkdtemp(swapdir), "mkdtemp %s: %s", swapdir, strerror(errno));
@@ -65,23 +84,17 @@ static upg_ctx *swap_ctx(uint64_t feature_mask, uint32_t policy, unsigned handle
 	cfg.swap_files = &sf;
 	cfg.nswap_files = 1;
 	cfg.policy = policy;
-	cfg.feature_mask = feature_mask;
+	cfg.feature_mask = pa->mask;
 	cfg.handler_threads = handlers;
 	ret = upg_ctx_create(&cfg, &ctx);
 	if (ret < 0)
 		swapdir_remove();  /* a skip runs no .fini */
 	if (ret == -EPERM || ret == -EACCES)
 		cr_skip_test("userfaultfd not permitted (%s): run as root", upg_strerror(ret));
-	/* Skip on -EOPNOTSUPP only when the context cannot have UFFDIO_MOVE:
-	 * a runtime refusing paging on a kernel that has it fails. */
-	if (ret == -EOPNOTSUPP && !has_move)
-		cr_skip_test("paging under a mem_limit needs UFFDIO_MOVE (Linux 6.8), which %s; "
-			     "the write-protect and mprotect eviction paths are not implemented "
-			     "yet (upg_ctx_create: %s)",
-			     probed & UPG_FEAT_MOVE ? "the feature mask removes" : "this kernel lacks",
-			     upg_strerror(ret));
 	cr_assert_eq(ret, 0, "upg_ctx_create: %s", upg_strerror(ret));
 	cr_assert_not_null(ctx);
+	st = stats_of(ctx);
+	cr_assert_eq(st.evict_path, path, "eviction path %u in use, not %u", st.evict_path, path);
 	return ctx;
 }
 
@@ -154,9 +167,9 @@ static void *sample_main(void *arg)
 	}
 }
 
-static void run_matrix(uint64_t mask, uint32_t policy, unsigned threads)
+static void run_matrix(uint32_t path, uint32_t policy, unsigned threads)
 {
-	upg_ctx *ctx = swap_ctx(mask, policy, 0);
+	upg_ctx *ctx = swap_ctx(path, policy, 0);
 	size_t ps = itest_page();
 	uint64_t size = 4 * LIMIT, pages = size / ps;
 	const uint64_t mem_bound = LIMIT + SAMPLE_SLACK_PAGES * ps;
@@ -233,20 +246,60 @@ static void run_matrix(uint64_t mask, uint32_t policy, unsigned threads)
 
 Test(swap, move_cooling_1t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(0, UPG_POLICY_COOLING, 1);
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_COOLING, 1);
 }
 
 Test(swap, move_cooling_4t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(0, UPG_POLICY_COOLING, 4);
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_COOLING, 4);
 }
 
 Test(swap, move_fifo_1t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(0, UPG_POLICY_FIFO, 1);
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_FIFO, 1);
 }
 
 Test(swap, move_fifo_4t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(0, UPG_POLICY_FIFO, 4);
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_FIFO, 4);
+}
+
+Test(swap, wp_cooling_1t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_COOLING, 1);
+}
+
+Test(swap, wp_cooling_4t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_COOLING, 4);
+}
+
+Test(swap, wp_fifo_1t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_FIFO, 1);
+}
+
+Test(swap, wp_fifo_4t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_FIFO, 4);
+}
+
+Test(swap, mprotect_cooling_1t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_COOLING, 1);
+}
+
+Test(swap, mprotect_cooling_4t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_COOLING, 4);
+}
+
+Test(swap, mprotect_fifo_1t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_FIFO, 1);
+}
+
+Test(swap, mprotect_fifo_4t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_FIFO, 4);
 }

@@ -34,20 +34,13 @@ static int create(uint64_t limit, const struct upg_swap_file *sf, unsigned n, ui
 	return upg_ctx_create(&cfg, ctx);
 }
 
-static void skip_without_move(uint64_t mask)
-{
-	if (!(features_or_skip() & ~mask & UPG_FEAT_MOVE))
-		cr_skip_test("paging needs UFFDIO_MOVE (Linux 6.8), which this kernel lacks; the "
-			     "write-protect and mprotect eviction paths are not implemented yet");
-}
-
 Test(swap_errors, bad_config, .timeout = 30)
 {
 	struct upg_swap_file sf = { .size = 64 * MiB };
 	upg_ctx *ctx = NULL;
 	long fds = proc_fd_count();
 
-	skip_without_move(0);
+	features_or_skip();
 	make_dir();
 	sf.path = dir;
 	cr_assert_eq(create(LIMIT, NULL, 0, 0, 0, &ctx), -EINVAL, "a limit needs swap files");
@@ -90,7 +83,7 @@ static void corrupt_swap(uint64_t mask)
 	char junk[65536];
 	int fd, ret;
 
-	skip_without_move(mask);
+	features_or_skip();
 	make_dir();
 	snprintf(path, sizeof(path), "%s/swap", dir);
 	ret = create(LIMIT, &sf, 1, UPG_POLICY_FIFO, mask, &ctx);

@@ -1,0 +1,227 @@
+/*
+ * evict.c - the eviction paths: how a page leaves the application's mapping
+ * for a frame of the cooling pool, and how it comes back.
+ *
+ *   MOVE      UFFDIO_MOVE, one page at a time: the page table entry itself
+ *             moves, so no write can slip between copy and drop.
+ *   WP        runs of contiguous pages are write-protected through the
+ *             userfaultfd, copied out, and dropped with one MADV_DONTNEED;
+ *             a write meanwhile waits in a write-protect fault until the
+ *             page is gone, then faults it back in.
+ *   MPROTECT  the same with mprotect(PROT_READ) and a SIGSEGV handler in
+ *             place of write-protect faults (segv.h).
+ *
+ * The copy goes through process_vm_readv, not memcpy: the application may
+ * drop (MADV_DONTNEED) or unmap a page of the run while it is copied. An
+ * unmapped page then fails the copy instead of crashing the reclaimer, and
+ * a dropped one faults into a handler that maps zeros there (what the
+ * application would read) rather than waiting for the reclaimer, which owns
+ * the page (evict_copying).
+ *
+ * Each drop raises a REMOVE event that is not the application's: the run is
+ * published in pg->own first, and event handling skips the first REMOVE of
+ * each of its pages (evict_own_removal).
+ */
+#define LOG_PREFIX "evict: "
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "ctx.h"
+#include "log.h"
+#include "paging.h"
+#include "region.h"
+#include "segv.h"
+#include "uffd.h"
+
+/* Pages per run: the width of the consumed bitmap. */
+#define RUN_MAX 64u
+
+const char *evict_path_name(uint32_t path)
+{
+	switch (path) {
+	case UPG_EVICT_MOVE:
+		return "UFFDIO_MOVE";
+	case UPG_EVICT_WP:
+		return "write-protect";
+	case UPG_EVICT_MPROTECT:
+		return "mprotect";
+	default:
+		return "?";
+	}
+}
+
+int evict_init(struct paging *pg)
+{
+	uint64_t f = pg->ctx->features;
+
+	pg->path = (f & UPG_FEAT_MOVE)	 ? UPG_EVICT_MOVE
+		   : (f & UPG_FEAT_WP)	 ? UPG_EVICT_WP
+					 : UPG_EVICT_MPROTECT;
+	pr_debug("pages leave by %s", evict_path_name(pg->path));
+	return pg->path == UPG_EVICT_MPROTECT ? segv_install() : 0;
+}
+
+void evict_fini(struct paging *pg)
+{
+	if (pg->path == UPG_EVICT_MPROTECT)
+		segv_uninstall();
+}
+
+static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
+{
+	return region_base(r) + (idx << r->page_shift);
+}
+
+/* Publish or retire the run [start, start + n pages). Under the read lock,
+ * so that once it is retired every event our madvise raised has been read
+ * and applied. */
+static void own_run(struct paging *pg, uintptr_t start, uint64_t n)
+{
+	pthread_mutex_lock(&pg->ctx->read_lock);
+	atomic_store_explicit(&pg->own.consumed, 0, memory_order_relaxed);
+	atomic_store_explicit(&pg->own.start, start, memory_order_relaxed);
+	atomic_store_explicit(&pg->own.npages, n, memory_order_release);
+	pthread_mutex_unlock(&pg->ctx->read_lock);
+}
+
+bool evict_own_removal(struct paging *pg, uintptr_t addr)
+{
+	uint64_t n = atomic_load_explicit(&pg->own.npages, memory_order_acquire);
+	uintptr_t start = atomic_load_explicit(&pg->own.start, memory_order_relaxed);
+	uint64_t i, bit;
+
+	if (!n || addr < start || addr >= start + n * pg->page_size)
+		return false;
+	i = (addr - start) / pg->page_size;
+	bit = 1ull << i;
+	return !(atomic_fetch_or_explicit(&pg->own.consumed, bit, memory_order_relaxed) & bit);
+}
+
+bool evict_copying(struct paging *pg, uintptr_t addr)
+{
+	uint64_t n = atomic_load_explicit(&pg->own.npages, memory_order_acquire);
+	uintptr_t start = atomic_load_explicit(&pg->own.start, memory_order_relaxed);
+
+	return atomic_load_explicit(&pg->own.copying, memory_order_acquire) && n &&
+	       addr >= start && addr < start + n * pg->page_size;
+}
+
+/* Copy the run's pages into their frames. Returns how many pages, from the
+ * first, were copied. */
+static unsigned copy_out(struct paging *pg, struct evictee *v, unsigned n)
+{
+	struct iovec local[RUN_MAX], remote = {
+		.iov_base = (void *)page_addr(v[0].r, v[0].idx),
+		.iov_len = n * pg->page_size,
+	};
+	ssize_t got;
+
+	for (unsigned i = 0; i < n; i++)
+		local[i] = (struct iovec){ frame_addr(pg, v[i].pos), pg->page_size };
+	got = process_vm_readv(getpid(), local, n, &remote, 1, 0);
+	return got > 0 ? (unsigned)((size_t)got / pg->page_size) : 0;
+}
+
+/* Evict one run of n contiguous pages of one region. */
+static void evict_run(struct paging *pg, struct evictee *v, unsigned n)
+{
+	struct upg_ctx *ctx = pg->ctx;
+	uintptr_t start = page_addr(v[0].r, v[0].idx);
+	size_t len = n * pg->page_size;
+	unsigned copied = 0;
+	int window = -1, ret;
+
+	own_run(pg, start, n);
+	if (pg->path == UPG_EVICT_WP) {
+		while ((ret = uffd_writeprotect(ctx->uffd, start, len, 1)) == -EAGAIN)
+			sched_yield();
+	} else {
+		window = segv_window_open(start, start + len);
+		ret = window < 0 ? window : mprotect((void *)start, len, PROT_READ) ? -errno : 0;
+	}
+	if (ret == 0) {
+		/* Until our own drop, a missing page in the run is one the
+		 * application dropped: it reads as zeros. */
+		atomic_store_explicit(&pg->own.copying, true, memory_order_release);
+		copied = copy_out(pg, v, n);
+		atomic_store_explicit(&pg->own.copying, false, memory_order_release);
+		/* A page that could not be copied is unmapped: drop it all
+		 * the same (the UNMAP event forgets it), but not as evicted. */
+		madvise((void *)start, len, MADV_DONTNEED);
+	}
+	if (window >= 0) {
+		/* Writers wait until the pages are writable again: retry a
+		 * failure (ENOMEM: out of mappings) a while before giving up. */
+		for (unsigned tries = 0;
+		     ret == 0 && mprotect((void *)start, len, PROT_READ | PROT_WRITE) < 0; tries++) {
+			if (tries == 1000) {
+				pr_perr(-errno, "cannot make %#lx writable again",
+					(unsigned long)start);
+				break;
+			}
+			sched_yield();
+		}
+		segv_window_close(window);
+	}
+	own_run(pg, 0, 0);
+	for (unsigned i = 0; i < n; i++)
+		v[i].ok = i < copied;
+}
+
+static int by_address(const void *a, const void *b)
+{
+	const struct evictee *x = a, *y = b;
+
+	if (x->r != y->r)
+		return x->r->id < y->r->id ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+void evict_out(struct paging *pg, struct evictee *v, unsigned n)
+{
+	struct upg_ctx *ctx = pg->ctx;
+
+	if (pg->path == UPG_EVICT_MOVE) {
+		/* EBUSY: the page is pinned (I/O from it, a fork child). */
+		for (unsigned i = 0; i < n; i++)
+			v[i].ok = uffd_move(ctx->uffd, (uintptr_t)frame_addr(pg, v[i].pos),
+					    page_addr(v[i].r, v[i].idx), pg->page_size, 0) == 0;
+		return;
+	}
+	/* Runs need the pages in address order, and get frames in the same
+	 * order (the positions were handed out in ascending order). */
+	{
+		uint64_t pos[PAGING_BATCH];
+
+		for (unsigned i = 0; i < n; i++)
+			pos[i] = v[i].pos;
+		qsort(v, n, sizeof(*v), by_address);
+		for (unsigned i = 0; i < n; i++)
+			v[i].pos = pos[i];
+	}
+	for (unsigned i = 0, len; i < n; i += len) {
+		for (len = 1; i + len < n && len < RUN_MAX && v[i + len].r == v[i].r &&
+			      v[i + len].idx == v[i].idx + len;
+		     len++)
+			;
+		evict_run(pg, v + i, len);
+	}
+}
+
+int evict_back(struct paging *pg, uintptr_t addr, uint64_t pos, bool clean)
+{
+	struct upg_ctx *ctx = pg->ctx;
+	bool wp = clean && (ctx->features & UPG_FEAT_WP);
+
+	/* A dirty page moves back without a copy; a clean one is copied, so
+	 * that it can be mapped write-protected and stay clean until written
+	 * (a moved page comes back writable). */
+	if (pg->path == UPG_EVICT_MOVE && !wp)
+		return uffd_move(ctx->uffd, addr, (uintptr_t)frame_addr(pg, pos), pg->page_size, 0);
+	return uffd_copy(ctx->uffd, addr, frame_addr(pg, pos), pg->page_size,
+			 wp ? UFFDIO_COPY_MODE_WP : 0);
+}
