@@ -62,6 +62,10 @@ struct paging {
 	uint64_t cool_target;     /* pages kept cooling (0 for FIFO) */
 	_Atomic uint64_t mem_pages;
 	_Atomic uint64_t cooling_pages;
+	/* Swap refuses writes (full disk, I/O errors): pages stay in memory,
+	 * and faults may take memory beyond the limit rather than wait for
+	 * reclaim that cannot happen. Cleared by the next write that works. */
+	atomic_bool swap_stuck;
 
 	/* Cooling pool; head and tail belong to the reclaimer. */
 	uint8_t *frames;
@@ -88,6 +92,8 @@ struct paging {
 	_Atomic bool stop;
 	struct backend_queue *queue;
 	struct handler_stats stats;
+	uint64_t errors_seen;     /* write_errors when swap_health() last looked */
+	int write_error;          /* how the last write-back failed (logged once), or 0 */
 	uint64_t *lru;            /* its FIFO of candidates (a ring) */
 	uint64_t lru_head, lru_tail, lru_mask;
 };

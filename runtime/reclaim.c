@@ -28,6 +28,9 @@
 #include "region.h"
 #include "uffd.h"
 
+/* io.slot of a page no slot could be found for. */
+#define NO_SLOT UINT64_MAX
+
 struct victim {
 	struct upg_region *r;
 	uint64_t idx, pos, ref1;
@@ -88,7 +91,7 @@ static unsigned cool_batch(struct paging *pg, unsigned max)
 {
 	struct upg_ctx *ctx = pg->ctx;
 	struct evictee v[PAGING_BATCH];
-	unsigned n = 0, moved = 0;
+	unsigned n = 0, moved = 0, busy_requeued = 0;
 	uint64_t ref;
 
 	if (max > PAGING_BATCH)
@@ -101,9 +104,17 @@ static unsigned cool_batch(struct paging *pg, unsigned max)
 			continue;
 		w = pg_load(&r->state[idx]);
 		/* Stale references (page gone or already out) and pinned
-		 * pages are passed over. */
-		if (pg_state(w) != PG_RESIDENT || (w & PG_PIN_MASK) ||
-		    !pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY)))
+		 * pages are passed over; a page busy for a moment (a fault
+		 * on it) stays a candidate. A flag changing under us is
+		 * retried. */
+		while (pg_state(w) == PG_RESIDENT && !(w & PG_PIN_MASK) &&
+		       !pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY)))
+			;
+		if (pg_state(w) == PG_BUSY && busy_requeued++ < max) {
+			pg->lru[pg->lru_head++ & pg->lru_mask] = ref;
+			continue;
+		}
+		if (pg_state(w) != PG_RESIDENT || (w & PG_PIN_MASK))
 			continue;
 		v[n] = (struct evictee){ .r = r, .idx = idx, .w = w, .pos = pg->head + n };
 		n++;
@@ -111,15 +122,11 @@ static unsigned cool_batch(struct paging *pg, unsigned max)
 	evict_out(pg, v, n);
 	for (unsigned i = 0; i < n; i++) {
 		struct upg_region *r = v[i].r;
-		uintptr_t addr = page_addr(r, v[i].idx);
 		struct frame *f = &pg->fe[v[i].pos % pg->nframes];
-		uint64_t prev;
 
 		if (!v[i].ok) {
 			/* Its frame stays empty and is skipped at the tail. */
-			prev = page_release(r, v[i].idx, v[i].w);
-			if (prev & PG_STALE)
-				region_forget(r, addr, addr + pg->page_size);
+			page_release(r, v[i].idx, v[i].w);
 			continue;
 		}
 		f->slot1 = pg_val(v[i].w);
@@ -130,10 +137,9 @@ static unsigned cool_batch(struct paging *pg, unsigned max)
 		stat_inc(&pg->stats.evicted);
 		ra_wasted(pg, v[i].w);
 		moved++;
-		/* Touched meanwhile: woken, it faults again and brings it back. */
-		prev = page_release(r, v[i].idx, pg_make(0, PG_COOLING, v[i].pos, 0));
-		if (prev & PG_STALE)   /* removed meanwhile: drop what was moved */
-			region_forget(r, addr, addr + pg->page_size);
+		/* Touched meanwhile: woken, it faults again and brings it back;
+		 * removed meanwhile: what was moved is dropped. */
+		page_release(r, v[i].idx, pg_make(0, PG_COOLING, v[i].pos, 0));
 	}
 	pg->head += n;
 	return moved;
@@ -202,16 +208,25 @@ static struct upg_region *claim_frame(struct paging *pg, uint64_t pos, uint64_t 
 static void written(struct paging *pg, struct victim *v)
 {
 	struct frame *f = &pg->fe[v->pos % pg->nframes];
-	uint64_t prev;
 
 	if (v->io.result < 0) {
-		if (atomic_load_explicit(&pg->stats.write_errors, memory_order_relaxed) < 8)
-			pr_perr(v->io.result, "write-back failed; the page stays in memory");
+		/* Said once per run of the same failure, not once per page. */
+		int error = v->io.slot == NO_SLOT ? 1 : v->io.result;
+
+		if (pg->write_error != error) {
+			if (v->io.slot == NO_SLOT)
+				pr_err("the swap files are full; pages stay in memory");
+			else
+				pr_perr(v->io.result, "write-back failed; the page stays in memory");
+			pg->write_error = error;
+		}
 		stat_inc(&pg->stats.write_errors);
-		backend_discard(pg->backend, &v->io.slot, 1);
+		if (v->io.slot != NO_SLOT)
+			backend_discard(pg->backend, &v->io.slot, 1);
 		give_back(pg, v, f);
 		return;
 	}
+	pg->write_error = 0;
 	stat_inc(&pg->stats.swap_outs);
 	v->r->crc[v->idx] = v->io.crc;
 	if (f->slot1) {
@@ -219,10 +234,8 @@ static void written(struct paging *pg, struct victim *v)
 
 		backend_discard(pg->backend, &old, 1);
 	}
-	prev = page_release(v->r, v->idx, pg_make(0, PG_SWAPPED, v->io.slot + 1, 0));
+	page_release(v->r, v->idx, pg_make(0, PG_SWAPPED, v->io.slot + 1, 0));
 	frame_release(pg, f, v->ref1);
-	if (prev & PG_STALE)
-		region_forget(v->r, page_addr(v->r, v->idx), page_addr(v->r, v->idx) + pg->page_size);
 }
 
 /* Free the frames [from, to) of the ring: one madvise per contiguous run. */
@@ -249,6 +262,24 @@ static void wake_waiting(struct paging *pg)
 	}
 }
 
+/* After a batch of n write-backs: when none went through, swap is stuck,
+ * and faults stop waiting for reclaim (paging_reserve) until one does. */
+static void swap_health(struct paging *pg, unsigned n)
+{
+	uint64_t errors = atomic_load_explicit(&pg->stats.write_errors, memory_order_relaxed);
+	bool stuck = errors - pg->errors_seen >= n;
+
+	pg->errors_seen = errors;
+	if (stuck == atomic_load_explicit(&pg->swap_stuck, memory_order_relaxed))
+		return;
+	if (stuck)
+		pr_err("swap refuses every write: pages stay in memory, beyond the limit, "
+		       "until it takes writes again");
+	else
+		pr_info("swap takes writes again: back under the limit");
+	atomic_store_explicit(&pg->swap_stuck, stuck, memory_order_relaxed);
+}
+
 /* Write back (or drop) the pages of one batch at the tail. Returns how many
  * frames it went past. Called online; returns online. */
 static unsigned writeback_batch(struct paging *pg)
@@ -259,23 +290,21 @@ static unsigned writeback_batch(struct paging *pg)
 	struct backend_io *done[PAGING_BATCH];
 	uint64_t slots[PAGING_BATCH];
 	uint64_t start = pg->tail;
-	unsigned n = 0, got = 0, reaped = 0;
+	unsigned n = 0, got = 0, queued = 0, reaped = 0;
 	int ret;
 
 	for (uint64_t pos = pg->tail; pos < end; pos++) {
 		struct frame *f = &pg->fe[pos % pg->nframes];
-		uint64_t ref1, idx, prev;
+		uint64_t ref1, idx;
 		struct upg_region *r = claim_frame(pg, pos, &ref1, &idx);
 
 		if (!r)
 			continue;
 		if (!f->dirty && f->slot1) {
 			/* Its copy in swap is current: no write. */
-			prev = page_release(r, idx, pg_make(0, PG_SWAPPED, f->slot1, 0));
+			page_release(r, idx, pg_make(0, PG_SWAPPED, f->slot1, 0));
 			frame_release(pg, f, ref1);
 			stat_inc(&pg->stats.dropped_clean);
-			if (prev & PG_STALE)
-				region_forget(r, page_addr(r, idx), page_addr(r, idx) + pg->page_size);
 			continue;
 		}
 		v[n++] = (struct victim){ .r = r, .idx = idx, .pos = pos, .ref1 = ref1 };
@@ -283,11 +312,14 @@ static unsigned writeback_batch(struct paging *pg)
 
 	if (n) {
 		ret = backend_alloc_slots(pg->backend, n, slots);
+		if (ret < 0 && ret != -ENOSPC)
+			pr_perr(ret, "cannot allocate swap slots");
 		got = ret > 0 ? (unsigned)ret : 0;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		if (i >= got) {
 			/* Swap is full: the page stays in memory. */
+			v[i].io.slot = NO_SLOT;
 			v[i].io.result = -ENOSPC;
 			written(pg, &v[i]);
 			continue;
@@ -300,19 +332,18 @@ static unsigned writeback_batch(struct paging *pg)
 		if (backend_queue_write(pg->queue, &v[i].io) < 0) {
 			v[i].io.cookie = NULL;
 			v[i].io.result = -EIO;
-			backend_discard(pg->backend, &slots[i], 1);
 			written(pg, &v[i]);
-			got--;
 			continue;
 		}
+		queued++;
 	}
-	if (got) {
+	if (queued) {
 		/* Wait offline: region destroys must not wait for the disk. The
 		 * pages stay BUSY meanwhile, so their regions' memory stays. */
 		qsbr_offline(reader(pg));
 		backend_submit(pg->queue);
-		while (reaped < got) {
-			ret = backend_reap(pg->queue, done, PAGING_BATCH, got - reaped);
+		while (reaped < queued) {
+			ret = backend_reap(pg->queue, done, PAGING_BATCH, queued - reaped);
 			if (ret < 0)
 				break;
 			reaped += (unsigned)ret;
@@ -330,6 +361,8 @@ static unsigned writeback_batch(struct paging *pg)
 			written(pg, &v[i]);
 		}
 	}
+	if (n)
+		swap_health(pg, n);
 	qsbr_offline(reader(pg));
 	free_frames(pg, pg->tail, end);
 	qsbr_online(&ctx->qsbr, reader(pg));
@@ -386,6 +419,8 @@ void *paging_reclaimer_main(void *arg)
 		qsbr_offline(reader(pg));
 		if (!progress)
 			sleep_ms(1);
+		else if (atomic_load_explicit(&pg->swap_stuck, memory_order_relaxed))
+			sleep_ms(10);   /* retrying a failing disk: not in a tight loop */
 	}
 	qsbr_offline(reader(pg));
 	return NULL;

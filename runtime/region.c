@@ -121,10 +121,15 @@ static void id_free(struct upg_ctx *ctx, uint32_t id)
 
 uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next)
 {
+	uintptr_t addr = region_base(r) + (idx << r->page_shift);
 	uint64_t prev = pg_finish_to(&r->state[idx], next);
 
+	/* Removed while busy: what the claimant left is not the page's any
+	 * more. Forgotten before the waiters wake, so they fault it afresh. */
+	if ((prev & PG_STALE) && pg_state(next) != PG_NONE)
+		region_forget(r, addr, addr + region_page_size(r));
 	if (prev & PG_WAITERS)
-		uffd_wake(r->ctx->uffd, region_base(r) + (idx << r->page_shift), region_page_size(r));
+		uffd_wake(r->ctx->uffd, addr, region_page_size(r));
 	return prev;
 }
 

@@ -84,8 +84,9 @@ void region_remapped(struct upg_region *r, uintptr_t from, uintptr_t to, uint64_
 /*
  * Release page idx of r, claimed by the caller, into the word `next` (a
  * pg_make() word; pins are kept), then wake the faults that came while it
- * was busy (PG_WAITERS): they were left to the claimant. Returns the word as
- * it was, for PG_STALE.
+ * was busy (PG_WAITERS): they were left to the claimant. If the application
+ * removed the page meanwhile (PG_STALE), it is forgotten (region_forget)
+ * right after. Returns the word as it was.
  */
 uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next);
 

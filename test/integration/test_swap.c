@@ -102,24 +102,35 @@ struct worker {
 	uint8_t *base;
 	uint64_t pages, first, count, seed, ops, bad;
 	uint8_t *gen;         /* generation of each page, owned by one thread */
+	uint8_t *dropped;     /* page dropped with MADV_DONTNEED: reads zeros */
+	unsigned drop_one_in; /* drop instead of rewrite once in this many; 0 never */
 	size_t ps;
 };
 
 /* Each worker owns pages first..first+count: random reads (checked) and
- * rewrites of whole pages. */
+ * rewrites of whole pages, and with drop_one_in, MADV_DONTNEED of pages,
+ * which must read back as zeros until written again. */
 static void *work(void *arg)
 {
 	struct worker *w = arg;
 	uint64_t s = w->seed;
 
 	for (uint64_t i = 0; i < w->ops; i++) {
-		uint64_t p = w->first + xorshift64(&s) % w->count;
+		uint64_t p = w->first + xorshift64(&s) % w->count, x;
 		uint8_t *page = w->base + p * w->ps;
 
-		if (pattern_check(page, w->ps, w->gen[p], p) >= 0)
+		if (w->dropped[p] ? !all_zero(page, w->ps)
+				  : pattern_check(page, w->ps, w->gen[p], p) >= 0)
 			w->bad++;
-		if (xorshift64(&s) & 1) {
+		x = xorshift64(&s);
+		if (w->drop_one_in && x % w->drop_one_in == 0) {
+			if (madvise(page, w->ps, MADV_DONTNEED) == 0)
+				w->dropped[p] = 1;
+			else
+				w->bad++;
+		} else if (x & 1) {
 			w->gen[p]++;
+			w->dropped[p] = 0;
 			pattern_fill(page, w->ps, w->gen[p], p);
 		}
 	}
@@ -167,7 +178,7 @@ static void *sample_main(void *arg)
 	}
 }
 
-static void run_matrix(uint32_t path, uint32_t policy, unsigned threads)
+static void run_matrix(uint32_t path, uint32_t policy, unsigned threads, unsigned drop_one_in)
 {
 	upg_ctx *ctx = swap_ctx(path, policy, 0);
 	size_t ps = itest_page();
@@ -175,7 +186,7 @@ static void run_matrix(uint32_t path, uint32_t policy, unsigned threads)
 	const uint64_t mem_bound = LIMIT + SAMPLE_SLACK_PAGES * ps;
 	upg_region *r = region_new(ctx, size, 0);
 	uint8_t *base = upg_region_addr(r);
-	uint8_t *gen = calloc(pages, 1);
+	uint8_t *gen = calloc(pages, 1), *dropped = calloc(pages, 1);
 	/* Static: a thread left stuck by a failed test must not point into a
 	 * stack frame the failure unwound. */
 	static struct worker w[8];
@@ -186,6 +197,7 @@ static void run_matrix(uint32_t path, uint32_t policy, unsigned threads)
 	long rss0_kb;
 
 	cr_assert_not_null(gen);
+	cr_assert_not_null(dropped);
 	cr_assert_leq(threads, 8);
 
 	/* The paging phase: from the first touch to the last check. */
@@ -198,6 +210,7 @@ static void run_matrix(uint32_t path, uint32_t policy, unsigned threads)
 	cr_assert_eq(check_pages(base, ps, 0, pages, 0), -1, "sequential pass read back wrong");
 	for (unsigned i = 0; i < threads; i++) {
 		w[i] = (struct worker){ .base = base, .pages = pages, .ps = ps, .gen = gen,
+					.dropped = dropped, .drop_one_in = drop_one_in,
 					.first = pages * i / threads,
 					.count = pages * (i + 1) / threads - pages * i / threads,
 					.seed = 12345 + i, .ops = 20000 / threads };
@@ -207,9 +220,14 @@ static void run_matrix(uint32_t path, uint32_t policy, unsigned threads)
 	for (unsigned i = 0; i < threads; i++)
 		bad += w[i].bad;
 	cr_assert_eq(bad, 0, "%llu pages read back wrong", (unsigned long long)bad);
-	for (uint64_t p = 0; p < pages; p++)
-		cr_assert_eq(pattern_check(base + p * ps, ps, gen[p], p), -1, "page %llu wrong",
-			     (unsigned long long)p);
+	for (uint64_t p = 0; p < pages; p++) {
+		if (dropped[p])
+			cr_assert(all_zero(base + p * ps, ps), "dropped page %llu not zero",
+				  (unsigned long long)p);
+		else
+			cr_assert_eq(pattern_check(base + p * ps, ps, gen[p], p), -1,
+				     "page %llu wrong", (unsigned long long)p);
+	}
 
 	atomic_store(&smp.stop, 1);
 	join_or_fail(&smp.thread, sizeof(smp.thread), 1, ctx, JOIN_S);
@@ -240,66 +258,88 @@ static void run_matrix(uint32_t path, uint32_t policy, unsigned threads)
 		    (unsigned long long)st.faults_cooling, (unsigned long long)st.dropped_clean,
 		    (unsigned long long)st.faults_deferred);
 	free(gen);
+	free(dropped);
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
 }
 
 Test(swap, move_cooling_1t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_COOLING, 1);
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_COOLING, 1, 0);
 }
 
 Test(swap, move_cooling_4t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_COOLING, 4);
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_COOLING, 4, 0);
 }
 
 Test(swap, move_fifo_1t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_FIFO, 1);
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_FIFO, 1, 0);
 }
 
 Test(swap, move_fifo_4t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_FIFO, 4);
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_FIFO, 4, 0);
 }
 
 Test(swap, wp_cooling_1t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_WP, UPG_POLICY_COOLING, 1);
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_COOLING, 1, 0);
 }
 
 Test(swap, wp_cooling_4t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_WP, UPG_POLICY_COOLING, 4);
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_COOLING, 4, 0);
 }
 
 Test(swap, wp_fifo_1t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_WP, UPG_POLICY_FIFO, 1);
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_FIFO, 1, 0);
 }
 
 Test(swap, wp_fifo_4t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_WP, UPG_POLICY_FIFO, 4);
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_FIFO, 4, 0);
 }
 
 Test(swap, mprotect_cooling_1t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_COOLING, 1);
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_COOLING, 1, 0);
 }
 
 Test(swap, mprotect_cooling_4t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_COOLING, 4);
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_COOLING, 4, 0);
 }
 
 Test(swap, mprotect_fifo_1t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_FIFO, 1);
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_FIFO, 1, 0);
 }
 
 Test(swap, mprotect_fifo_4t, .timeout = 120, .fini = swapdir_remove)
 {
-	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_FIFO, 4);
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_FIFO, 4, 0);
+}
+
+/* The application drops pages while they are being evicted: its
+ * MADV_DONTNEED must win over the reclaimer's own drops and copies. */
+Test(swap, move_dontneed_4t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_MOVE, UPG_POLICY_COOLING, 4, 8);
+}
+
+/* The application drops pages while they are being evicted: its
+ * MADV_DONTNEED must win over the reclaimer's own drops and copies. */
+Test(swap, wp_dontneed_4t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_WP, UPG_POLICY_COOLING, 4, 8);
+}
+
+/* The application drops pages while they are being evicted: its
+ * MADV_DONTNEED must win over the reclaimer's own drops and copies. */
+Test(swap, mprotect_dontneed_4t, .timeout = 120, .fini = swapdir_remove)
+{
+	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_COOLING, 4, 8);
 }

@@ -1,11 +1,15 @@
 /*
  * Paging when things go wrong: bad configuration is refused with a clear
- * error, and a corrupt page in swap is never returned as data: whoever
- * touches it gets SIGBUS, while every other page reads back right.
+ * error; a corrupt or truncated swap file never returns wrong data (whoever
+ * touches a lost page gets SIGBUS, every other page reads back right); a
+ * full disk keeps pages in memory and loses nothing; a deleted swap file
+ * changes nothing; a filesystem without O_DIRECT is used buffered, and the
+ * log says so once.
  */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <sys/mount.h>
 
 #include "itest.h"
 
@@ -57,6 +61,31 @@ Test(swap_errors, bad_config, .timeout = 30)
 	rmdir(dir);
 }
 
+/* A context paging through the swap file `path` (made in a new dir), and a
+ * region of four times the limit filled with generation gen, at least half
+ * of it paged out. */
+static upg_region *paged_out(char *path, size_t pathlen, uint32_t policy, uint64_t mask,
+			     uint64_t gen, upg_ctx **ctx)
+{
+	struct upg_swap_file sf = { .path = path, .size = 64 * MiB };
+	size_t ps = itest_page();
+	uint64_t pages = 4 * LIMIT / ps;
+	struct upg_stats st;
+	upg_region *r;
+	int ret;
+
+	features_or_skip();
+	make_dir();
+	snprintf(path, pathlen, "%s/swap", dir);
+	ret = create(LIMIT, &sf, 1, policy, mask, ctx);
+	cr_assert_eq(ret, 0, "upg_ctx_create: %s", upg_strerror(ret));
+	r = region_new(*ctx, 4 * LIMIT, 0);
+	fill_pages(upg_region_addr(r), ps, 0, pages, gen);
+	stats_wait(*ctx, st, st.swap_outs >= pages / 2, 10000);
+	cr_assert_geq(st.swap_outs, pages / 2, "the region was not paged out");
+	return r;
+}
+
 static sigjmp_buf bus_jmp;
 
 static void on_sigbus(int sig)
@@ -71,32 +100,21 @@ static void on_sigbus(int sig)
 static void corrupt_swap(uint64_t mask)
 {
 	char path[4200];
-	struct upg_swap_file sf = { .path = path, .size = 64 * MiB };
 	size_t ps = itest_page();
-	uint64_t size = 4 * LIMIT, pages = size / ps;
+	uint64_t pages = 4 * LIMIT / ps, size = 64 * MiB;
 	volatile uint64_t sigbus = 0, wrong = 0;
 	struct sigaction sa = { .sa_handler = on_sigbus }, old;
 	struct upg_stats st;
 	upg_ctx *ctx = NULL;
-	upg_region *r;
-	uint8_t *base;
+	upg_region *r = paged_out(path, sizeof(path), UPG_POLICY_FIFO, mask, 3, &ctx);
+	uint8_t *base = upg_region_addr(r);
 	char junk[65536];
-	int fd, ret;
-
-	features_or_skip();
-	make_dir();
-	snprintf(path, sizeof(path), "%s/swap", dir);
-	ret = create(LIMIT, &sf, 1, UPG_POLICY_FIFO, mask, &ctx);
-	cr_assert_eq(ret, 0, "upg_ctx_create: %s", upg_strerror(ret));
-	r = region_new(ctx, size, 0);
-	base = upg_region_addr(r);
-	fill_pages(base, ps, 0, pages, 3);
-	stats_wait(ctx, st, st.swap_outs >= pages / 2, 10000);
+	int fd;
 
 	fd = open(path, O_WRONLY);
 	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
 	memset(junk, 0xa5, sizeof(junk));
-	for (off_t off = 0; off < (off_t)sf.size; off += (off_t)sizeof(junk))
+	for (off_t off = 0; off < (off_t)size; off += (off_t)sizeof(junk))
 		cr_assert_eq(pwrite(fd, junk, sizeof(junk), off), (ssize_t)sizeof(junk));
 	fsync(fd);
 	close(fd);
@@ -135,4 +153,295 @@ Test(swap_errors, corrupt_swap_poisons, .timeout = 60) { corrupt_swap(0); }
 Test(swap_errors, corrupt_swap_signals_without_poison, .timeout = 60)
 {
 	corrupt_swap(UPG_FEAT_POISON);
+}
+
+/* ------------------------------------------------------------------------
+ * The log, captured: upager writes it to fd 2.
+ */
+static int log_saved = -1, log_fd = -1;
+
+static void log_capture(void)
+{
+	fflush(stderr);
+	log_fd = memfd_create("upager-log", 0);
+	cr_assert_geq(log_fd, 0, "memfd_create: %s", strerror(errno));
+	log_saved = dup(2);
+	dup2(log_fd, 2);
+}
+
+/* Stop capturing; returns what was logged (static storage). */
+static const char *log_captured(void)
+{
+	static char text[1 << 16];
+	ssize_t n;
+
+	dup2(log_saved, 2);
+	close(log_saved);
+	n = pread(log_fd, text, sizeof(text) - 1, 0);
+	close(log_fd);
+	text[n > 0 ? n : 0] = 0;
+	/* Shown again, for whoever reads the test's output. */
+	fputs(text, stderr);
+	return text;
+}
+
+static unsigned count_of(const char *text, const char *what)
+{
+	unsigned n = 0;
+
+	for (const char *p = text; (p = strstr(p, what)); p += strlen(what))
+		n++;
+	return n;
+}
+
+/* ------------------------------------------------------------------------
+ * A filesystem of the test's own (tmpfs of a given size, or ramfs).
+ */
+static char mnt[4096];
+
+static void unmount_fs(void)
+{
+	if (mnt[0]) {
+		umount2(mnt, MNT_DETACH);
+		rmdir(mnt);
+		mnt[0] = 0;
+	}
+}
+
+static void mount_fs(const char *type, const char *opts)
+{
+	snprintf(mnt, sizeof(mnt), "%s/upager-mnt-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
+	cr_assert_not_null(mkdtemp(mnt), "mkdtemp: %s", strerror(errno));
+	if (mount(type, mnt, type, 0, opts) < 0) {
+		int err = errno;
+
+		rmdir(mnt);
+		mnt[0] = 0;
+		cr_skip_test("cannot mount a %s of the test's own (%s): needs root", type,
+			     strerror(err));
+	}
+}
+
+/* Write a file in dir until the filesystem is full. Returns its path. */
+static const char *fill_fs(const char *fsdir)
+{
+	static char path[4200];
+	static char chunk[65536];
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/filler", fsdir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+	memset(chunk, 0x5a, sizeof(chunk));
+	for (size_t len = sizeof(chunk); len >= 4096;) {
+		n = write(fd, chunk, len);
+		if (n < 0) {
+			cr_assert_eq(errno, ENOSPC, "filling %s: %s", path, strerror(errno));
+			len /= 2;
+		}
+	}
+	close(fd);
+	return path;
+}
+
+/*
+ * The disk fills up under a running context: the swap file's space was
+ * given back (hole punching) when its pages died, and another file took it.
+ * Write-backs fail; pages stay in memory (beyond the limit: nothing else can
+ * hold them), every page reads back right, the log says why. Once the space
+ * is back, paging goes on under the limit.
+ */
+Test(swap_errors, disk_full_keeps_pages, .timeout = 120, .fini = unmount_fs)
+{
+	struct upg_swap_file sf = { .size = 2 * LIMIT };
+	size_t ps = itest_page();
+	uint64_t pages = 3 * LIMIT / ps, bpages = 2 * LIMIT / ps;
+	struct upg_stats st;
+	upg_ctx *ctx = NULL;
+	upg_region *a, *b;
+	const char *filler, *log;
+	uint8_t *base;
+	int ret;
+
+	features_or_skip();
+	mount_fs("tmpfs", "size=9m,mode=0700");
+	sf.path = mnt;
+	log_capture();
+	ret = create(LIMIT, &sf, 1, UPG_POLICY_FIFO, 0, &ctx);
+	cr_assert_eq(ret, 0, "upg_ctx_create: %s", upg_strerror(ret));
+
+	/* Every slot written once (the swap file fills up: pages stay), then
+	 * freed: its space goes back to tmpfs, and another file takes it. */
+	a = region_new(ctx, 3 * LIMIT, 0);
+	fill_pages(upg_region_addr(a), ps, 0, pages, 1);
+	stats_wait(ctx, st, st.swap_outs >= sf.size / ps, 10000);
+	cr_assert_geq(st.swap_outs, sf.size / ps, "the swap file was not filled");
+	upg_region_destroy(a);
+	filler = fill_fs(mnt);
+
+	b = region_new(ctx, 2 * LIMIT, 0);
+	base = upg_region_addr(b);
+	fill_pages(base, ps, 0, bpages, 2);
+	cr_assert_eq(check_pages(base, ps, 0, bpages, 2), -1, "a page read back wrong, disk full");
+	st = stats_of(ctx);
+	log = log_captured();
+	cr_assert_gt(st.write_errors, 0, "no write-back failed on a full disk");
+	cr_assert_gt(st.resident_bytes + st.cooling_bytes, LIMIT,
+		     "pages that could not be written must stay in memory");
+	cr_assert(strstr(log, "the swap files are full"), "the log does not say swap is full");
+	cr_assert(strstr(log, "write-back failed"), "the log does not say that write-back failed");
+	cr_assert(strstr(log, "No space left on device"), "the log does not say why");
+	cr_assert(strstr(log, "swap refuses every write"), "the log does not say swap is stuck");
+
+	/* Space again: paging resumes and gets back under the limit. */
+	cr_assert_eq(unlink(filler), 0);
+	for (int pass = 0; pass < 3; pass++)
+		cr_assert_eq(check_pages(base, ps, 0, bpages, 2), -1, "a page read back wrong after");
+	stats_wait(ctx, st, st.resident_bytes + st.cooling_bytes <= LIMIT, 20000);
+	cr_assert_leq(st.resident_bytes + st.cooling_bytes, LIMIT,
+		      "still above the limit once the disk has room again");
+	cr_assert_eq(check_pages(base, ps, 0, bpages, 2), -1, "a page read back wrong at the end");
+	upg_region_destroy(b);
+	upg_ctx_destroy(ctx);
+}
+
+/* The filesystem has no O_DIRECT (ramfs): the swap file is used buffered,
+ * the log says so once, and paging works all the same. */
+Test(swap_errors, buffered_without_o_direct, .timeout = 120, .fini = unmount_fs)
+{
+	struct upg_swap_file sf = { .size = 32 * MiB };
+	size_t ps = itest_page();
+	uint64_t pages = 4 * LIMIT / ps;
+	char probe[4200];
+	struct upg_stats st;
+	upg_ctx *ctx = NULL;
+	upg_region *r;
+	const char *log;
+	uint8_t *base;
+	int fd, ret;
+
+	features_or_skip();
+	mount_fs("ramfs", "mode=0700");
+	snprintf(probe, sizeof(probe), "%s/probe", mnt);
+	fd = open(probe, O_RDWR | O_CREAT | O_DIRECT, 0600);
+	if (fd >= 0) {
+		close(fd);
+		unlink(probe);
+		cr_skip_test("this kernel's ramfs takes O_DIRECT: no filesystem at hand lacks it");
+	}
+	unlink(probe);
+	sf.path = mnt;
+	log_capture();
+	ret = create(LIMIT, &sf, 1, UPG_POLICY_COOLING, 0, &ctx);
+	if (ret < 0)
+		log_captured();
+	cr_assert_eq(ret, 0, "upg_ctx_create: %s", upg_strerror(ret));
+	r = region_new(ctx, 4 * LIMIT, 0);
+	base = upg_region_addr(r);
+	fill_pages(base, ps, 0, pages, 5);
+	for (int pass = 0; pass < 2; pass++)
+		cr_assert_eq(check_pages(base, ps, 0, pages, 5), -1, "a page read back wrong");
+	st = stats_of(ctx);
+	log = log_captured();
+	cr_assert_gt(st.swap_ins, 0, "nothing was read back from swap");
+	cr_assert_eq(count_of(log, "no O_DIRECT"), 1, "the log must say once that I/O is "
+		     "buffered; it says so %u times", count_of(log, "no O_DIRECT"));
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+}
+
+/* Runs fn over every page of [base, base + pages): counts pages that raise
+ * SIGBUS in *sigbus (and marks them in lost[]), and pages whose contents are
+ * wrong in *wrong. */
+static void read_back(uint8_t *base, size_t ps, uint64_t pages, uint64_t gen, uint8_t *lost,
+		      volatile uint64_t *sigbus, volatile uint64_t *wrong)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	for (volatile uint64_t p = 0; p < pages; p++) {
+		volatile uint8_t *page = base + p * ps;
+
+		if (lost[p])
+			continue;
+		if (sigsetjmp(bus_jmp, 1)) {
+			lost[p] = 1;
+			(*sigbus)++;
+			continue;
+		}
+		(void)page[0];
+		if (pattern_check((const void *)page, ps, gen, p) >= 0)
+			(*wrong)++;
+	}
+	sigaction(SIGBUS, &old, NULL);
+}
+
+/* The swap file is truncated under a running context: pages that were only
+ * there are lost and say so (SIGBUS, read errors), none reads back wrong,
+ * nothing hangs, and paging goes on for the rest. */
+Test(swap_errors, truncated_swap_file, .timeout = 120)
+{
+	char path[4200];
+	size_t ps = itest_page();
+	uint64_t pages = 4 * LIMIT / ps;
+	volatile uint64_t sigbus = 0, wrong = 0;
+	uint8_t *lost = calloc(pages, 1);
+	struct upg_stats st;
+	upg_ctx *ctx = NULL;
+	upg_region *r = paged_out(path, sizeof(path), UPG_POLICY_FIFO, 0, 7, &ctx);
+	uint8_t *base = upg_region_addr(r);
+
+	cr_assert_not_null(lost);
+	cr_assert_eq(truncate(path, 0), 0, "truncate %s: %s", path, strerror(errno));
+
+	read_back(base, ps, pages, 7, lost, &sigbus, &wrong);
+	st = stats_of(ctx);
+	cr_assert_eq(wrong, 0, "%llu pages read back wrong data", (unsigned long long)wrong);
+	cr_assert_gt(sigbus, 0, "no lost page was reported");
+	cr_assert_gt(st.read_errors, 0);
+	cr_assert_lt(sigbus, pages, "pages still in memory must read back right");
+
+	/* The rest keeps paging: rewritten, paged out and in again. */
+	for (uint64_t p = 0; p < pages; p++)
+		if (!lost[p])
+			pattern_fill(base + p * ps, ps, 8, p);
+	sigbus = 0;
+	read_back(base, ps, pages, 8, lost, &sigbus, &wrong);
+	cr_assert_eq(sigbus + wrong, 0, "after the truncation, %llu pages lost, %llu wrong",
+		     (unsigned long long)sigbus, (unsigned long long)wrong);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+	unlink(path);
+	rmdir(dir);
+	free(lost);
+}
+
+/* The swap file is deleted under a running context: upager holds it open,
+ * so nothing is lost and paging goes on. */
+Test(swap_errors, deleted_swap_file, .timeout = 120)
+{
+	char path[4200];
+	size_t ps = itest_page();
+	uint64_t pages = 4 * LIMIT / ps;
+	struct upg_stats st;
+	upg_ctx *ctx = NULL;
+	upg_region *r = paged_out(path, sizeof(path), UPG_POLICY_COOLING, 0, 9, &ctx);
+	uint8_t *base = upg_region_addr(r);
+
+	cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
+	for (int pass = 0; pass < 2; pass++) {
+		cr_assert_eq(check_pages(base, ps, 0, pages, 9 + pass), -1,
+			     "a page read back wrong after the swap file was deleted");
+		fill_pages(base, ps, 0, pages, 10 + pass);
+	}
+	cr_assert_eq(check_pages(base, ps, 0, pages, 11), -1, "a page read back wrong");
+	st = stats_of(ctx);
+	cr_assert_eq(st.read_errors + st.write_errors + st.poisoned, 0,
+		     "errors after deleting an open swap file");
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+	rmdir(dir);
 }
