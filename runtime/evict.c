@@ -181,17 +181,30 @@ static int by_address(const void *a, const void *b)
 	return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-void evict_out(struct paging *pg, struct evictee *v, unsigned n)
+/* Move a run of n contiguous pages into contiguous frames, with as few
+ * ioctls as the pages allow. */
+static void move_run(struct paging *pg, struct evictee *v, unsigned n)
 {
 	struct upg_ctx *ctx = pg->ctx;
 
-	if (pg->path == UPG_EVICT_MOVE) {
-		/* EBUSY: the page is pinned (I/O from it, a fork child). */
-		for (unsigned i = 0; i < n; i++)
-			v[i].ok = uffd_move(ctx->uffd, (uintptr_t)frame_addr(pg, v[i].pos),
-					    page_addr(v[i].r, v[i].idx), pg->page_size, 0) == 0;
-		return;
+	for (unsigned i = 0; i < n;) {
+		long moved = uffd_move_some(ctx->uffd, (uintptr_t)frame_addr(pg, v[i].pos),
+					    page_addr(v[i].r, v[i].idx), (n - i) * pg->page_size,
+					    UFFDIO_MOVE_MODE_DONTWAKE);
+		unsigned got = moved > 0 ? (unsigned)((size_t)moved / pg->page_size) : 0;
+
+		for (unsigned k = 0; k < got; k++)
+			v[i + k].ok = true;
+		i += got;
+		/* The page that stopped it stays: gone (ENOENT), pinned by
+		 * I/O or a fork child (EBUSY), or a layout change (EAGAIN). */
+		if (i < n)
+			v[i++].ok = false;
 	}
+}
+
+void evict_out(struct paging *pg, struct evictee *v, unsigned n)
+{
 	/* Runs need the pages in address order, and get frames in the same
 	 * order (the positions were handed out in ascending order). */
 	{
@@ -204,11 +217,16 @@ void evict_out(struct paging *pg, struct evictee *v, unsigned n)
 			v[i].pos = pos[i];
 	}
 	for (unsigned i = 0, len; i < n; i += len) {
+		/* Contiguous pages, into frames that do not wrap the ring. */
 		for (len = 1; i + len < n && len < RUN_MAX && v[i + len].r == v[i].r &&
-			      v[i + len].idx == v[i].idx + len;
+			      v[i + len].idx == v[i].idx + len &&
+			      (v[i + len].pos % pg->nframes) == (v[i].pos % pg->nframes) + len;
 		     len++)
 			;
-		evict_run(pg, v + i, len);
+		if (pg->path == UPG_EVICT_MOVE)
+			move_run(pg, v + i, len);
+		else
+			evict_run(pg, v + i, len);
 	}
 }
 

@@ -89,10 +89,10 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 			res = FAULT_SHARED;
 			break;
 		case PG_SWAPPED:
-			res = paging_swapin(h, r, idx, old);
+			res = paging_swapin(h, r, idx, old, write);
 			break;
 		case PG_COOLING:
-			res = paging_uncool(h, r, idx, old);
+			res = paging_uncool(h, r, idx, old, write);
 			break;
 		case PG_POISONED:
 			deliver_poison(ctx, page, psize, tid);

@@ -66,6 +66,12 @@ struct paging {
 	 * and faults may take memory beyond the limit rather than wait for
 	 * reclaim that cannot happen. Cleared by the next write that works. */
 	atomic_bool swap_stuck;
+	/* Dirty tracking pays a write-protect fault for each first write to
+	 * a page brought back clean. When most such pages get written anyway,
+	 * bringing them back writable (dirty) is cheaper; a few still come
+	 * back clean, to keep measuring (swapin.c, map_clean). */
+	_Atomic uint64_t clean_maps, clean_written;
+	atomic_bool map_dirty;
 
 	/* Cooling pool; head and tail belong to the reclaimer. */
 	uint8_t *frames;
@@ -115,6 +121,7 @@ struct paging_handler {
 	 * had faults waiting for some (waiting). */
 	int wake_fd;
 	_Atomic bool waiting;
+	uint32_t probe;           /* map_clean()'s one-in-eight counter */
 	/* Readahead: the last major fault, where its window ended, its size. */
 	uint32_t ra_region;
 	uint64_t ra_last, ra_next, ra_win;
@@ -145,8 +152,10 @@ void paging_resident(struct handler *h, struct upg_region *r, uint64_t idx);
 
 /* Handler side (swapin.c): faults on SWAPPED and COOLING pages, first
  * writes to clean pages, I/O completions, deferred faults. */
-fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w);
-fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w);
+fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
+			   bool write);
+fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
+			   bool write);
 fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx);
 void paging_reap(struct handler *h);
 /* Whether the handler has work to retry (it then polls with a timeout). */

@@ -24,8 +24,41 @@ static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
 	return region_base(r) + (idx << r->page_shift);
 }
 
-/* Marks the cookie of a read-ahead I/O (page refs use 60 bits). */
+/* Marks in the cookie of an I/O (page refs use 60 bits): read ahead, or
+ * for a write fault. */
 #define IO_READAHEAD (1ull << 63)
+#define IO_WRITE (1ull << 62)
+
+/* Pages brought back clean between two looks at how many got written. */
+#define MAP_WINDOW 1024u
+
+/*
+ * Whether a page coming back whose copy in swap is current is mapped clean
+ * (write-protected: its first write faults, and it is dropped without I/O
+ * if none comes) or dirty (no fault; written back when evicted). Dirty for
+ * a write fault, and when more than a quarter of the pages brought back
+ * clean lately were written anyway; even then one in eight comes back clean,
+ * to keep measuring.
+ */
+static bool map_clean(struct handler *h, bool write)
+{
+	struct paging *pg = h->ctx->paging;
+	uint64_t n;
+
+	if (write || !(h->ctx->features & UPG_FEAT_WP))
+		return false;
+	if (atomic_load_explicit(&pg->map_dirty, memory_order_relaxed) && (++h->paging.probe & 7))
+		return false;
+	n = atomic_fetch_add_explicit(&pg->clean_maps, 1, memory_order_relaxed) + 1;
+	if (n % MAP_WINDOW == 0) {
+		uint64_t written = atomic_exchange_explicit(&pg->clean_written, 0,
+							    memory_order_relaxed);
+
+		atomic_store_explicit(&pg->map_dirty, written * 4 > MAP_WINDOW,
+				      memory_order_relaxed);
+	}
+	return true;
+}
 
 /* Queue the read of page idx of r, claimed by the caller (word w before). */
 static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
@@ -96,7 +129,8 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx)
 	}
 }
 
-fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w)
+fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
+			   bool write)
 {
 	struct paging *pg = h->ctx->paging;
 	struct paging_handler *ph = &h->paging;
@@ -107,7 +141,7 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 		paging_unreserve(pg, 1);
 		return FAULT_AGAIN;
 	}
-	if (!queue_swapin(h, r, idx, w, 0)) {
+	if (!queue_swapin(h, r, idx, w, write ? IO_WRITE : 0)) {
 		/* Nothing queued: put everything back and let the thread retry. */
 		paging_unreserve(pg, 1);
 		page_release(r, idx, w);
@@ -156,7 +190,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 {
 	struct upg_ctx *ctx = h->ctx;
 	struct paging *pg = ctx->paging;
-	uint64_t ref = (uintptr_t)io->cookie & ~IO_READAHEAD, idx = page_ref_index(ref);
+	uint64_t ref = (uintptr_t)io->cookie & ~(IO_READAHEAD | IO_WRITE), idx = page_ref_index(ref);
 	uint64_t ra = ((uintptr_t)io->cookie & IO_READAHEAD) ? PG_RA : 0;
 	struct upg_region *r = region_by_id(ctx, page_ref_region(ref));
 	uint64_t flags;
@@ -183,9 +217,9 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		drop(h, r, idx, io->slot);
 		return true;
 	}
-	/* Clean: keep the slot, and with write-protect tracking, map it
-	 * read-only so that the first write tells us. */
-	flags = (ctx->features & UPG_FEAT_WP) ? 0 : PG_DIRTY;
+	/* Keep the slot: clean, the page is mapped read-only so that its
+	 * first write tells us. */
+	flags = map_clean(h, (uintptr_t)io->cookie & IO_WRITE) ? 0 : PG_DIRTY;
 	ret = uffd_copy(ctx->uffd, addr, io->buf, region_page_size(r),
 			flags ? 0 : UFFDIO_COPY_MODE_WP);
 	if (ret == -EAGAIN) {
@@ -232,7 +266,8 @@ void paging_reap(struct handler *h)
 	}
 }
 
-fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w)
+fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
+			   bool write)
 {
 	struct upg_ctx *ctx = h->ctx;
 	struct paging *pg = ctx->paging;
@@ -246,7 +281,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_AGAIN;
 	/* Clean: its copy in swap is current, and write-protect tells us
 	 * when that stops being true. */
-	clean = f->slot1 && !f->dirty && (ctx->features & UPG_FEAT_WP);
+	clean = f->slot1 && !f->dirty && map_clean(h, write);
 	ret = evict_back(pg, addr, pos, clean);
 	if (ret == -EAGAIN) {
 		/* An event is pending: retry the fault after it is read. */
@@ -287,6 +322,8 @@ fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t i
 			break;
 		if (pg_cas(pw, &w, w | PG_DIRTY)) {
 			stat_inc(&h->stats.faults_dirty);
+			atomic_fetch_add_explicit(&h->ctx->paging->clean_written, 1,
+						  memory_order_relaxed);
 			break;
 		}
 	}

@@ -266,6 +266,16 @@ int uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t mode)
 	return m.move == (int64_t)len ? 0 : -EAGAIN;
 }
 
+long uffd_move_some(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t mode)
+{
+	struct uffdio_move m = { .dst = dst, .src = src, .len = len, .mode = mode };
+
+	if (ioctl(fd, UFFDIO_MOVE, &m) == 0)
+		return (long)len;
+	/* Partial: the bytes moved before the page that stopped it. */
+	return m.move > 0 ? (long)m.move : -errno;
+}
+
 int uffd_poison(int fd, uintptr_t addr, size_t len)
 {
 	struct uffdio_poison p = { .range = { addr, len } };

@@ -36,6 +36,9 @@ int uffd_wake(int fd, uintptr_t addr, size_t len);
 int uffd_writeprotect(int fd, uintptr_t addr, size_t len, int protect);
 /* Move the pages at src to dst (both registered with fd; dst unmapped). */
 int uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t mode);
+/* The same for a range, going as far as it can: returns the bytes moved
+ * from the start (the page after them could not move) or -errno. */
+long uffd_move_some(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t mode);
 /* Make a touch of [addr, addr+len) raise SIGBUS. */
 int uffd_poison(int fd, uintptr_t addr, size_t len);
 
