@@ -19,6 +19,7 @@ struct handler {
 	pthread_t thread;
 	unsigned id;
 	int cpu;                    /* pinned to this CPU, or -1 */
+	int epfd;                   /* what it waits for (handler.c) */
 	struct handler_stats stats;
 	struct paging_handler paging;
 	/* Faults that could not be resolved yet (no memory, a layout change

@@ -3,7 +3,7 @@
 #include "handler.h"
 
 #include <errno.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,18 +22,45 @@
 #define MSG_BATCH 1
 _Static_assert(MSG_BATCH == 1, "the read lock below handles one message per read");
 
+/* What a handler waits for, by epoll tag. */
+enum { EV_UFFD, EV_STOP, EV_IO, EV_WAKE };
+
+/*
+ * Each handler waits in its own epoll set. The userfaultfd is in every set
+ * with EPOLLEXCLUSIVE: a fault wakes one idle handler, not all of them (with
+ * plain poll every handler woke for every message, and all but one found
+ * nothing to read). The stop eventfd wakes them all.
+ */
+static int wait_set(struct handler *h)
+{
+	const int fds[] = { h->ctx->uffd, h->ctx->stop_fd, paging_handler_fd(h),
+			    paging_handler_wake_fd(h) };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (ep < 0)
+		return -errno;
+	for (unsigned i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		struct epoll_event ev = {
+			.events = EPOLLIN | (i == EV_UFFD ? EPOLLEXCLUSIVE : 0),
+			.data.u32 = i,
+		};
+
+		if (fds[i] >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+			int err = -errno;
+
+			close(ep);
+			return err;
+		}
+	}
+	return ep;
+}
+
 static void *handler_main(void *arg)
 {
 	struct handler *h = arg;
 	struct upg_ctx *ctx = h->ctx;
 	struct qsbr_reader *qs = &ctx->qsbr_readers[h->id];
-	struct pollfd pfd[4] = {
-		{ .fd = ctx->uffd, .events = POLLIN },
-		{ .fd = ctx->stop_fd, .events = POLLIN },
-		{ .fd = paging_handler_fd(h), .events = POLLIN },
-		{ .fd = paging_handler_wake_fd(h), .events = POLLIN },
-	};
-	nfds_t npfd = pfd[2].fd >= 0 ? 4 : 2;
+	bool paging = paging_handler_fd(h) >= 0;
 	eventfd_t ignored;
 	struct uffd_msg msgs[MSG_BATCH];
 	char name[16];
@@ -47,28 +74,36 @@ static void *handler_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 
 	for (;;) {
+		struct epoll_event evs[4];
+		bool readable = false, stop = false;
 		ssize_t n;
+		int nev;
 
 		qsbr_offline(qs);
 		/* Deferred faults wait for reclaim (which wakes us) or for an
 		 * event to be read: look again every millisecond anyway. */
-		if (h->ndeferred && npfd > 2)
+		if (h->ndeferred && paging)
 			atomic_store_explicit(&h->paging.waiting, true, memory_order_release);
-		if (poll(pfd, npfd, h->ndeferred || paging_pending(h) ? 1 : -1) < 0) {
+		nev = epoll_wait(h->epfd, evs, 4, h->ndeferred || paging_pending(h) ? 1 : -1);
+		if (nev < 0) {
 			if (errno == EINTR)
 				continue;
-			pr_perr(-errno, "poll");
+			pr_perr(-errno, "epoll_wait");
 			break;
 		}
-		if (pfd[1].revents)
+		for (int i = 0; i < nev; i++) {
+			readable |= evs[i].data.u32 == EV_UFFD;
+			stop |= evs[i].data.u32 == EV_STOP;
+			if (evs[i].data.u32 == EV_WAKE)
+				eventfd_read(paging_handler_wake_fd(h), &ignored);
+		}
+		if (stop)
 			break;
 		qsbr_online(&ctx->qsbr, qs);
-		if (npfd > 3 && (pfd[3].revents & POLLIN))
-			eventfd_read(pfd[3].fd, &ignored);
 		paging_reap(h);
 		if (h->ndeferred)
 			fault_retry_deferred(h);
-		if (!(pfd[0].revents & POLLIN))
+		if (!readable)
 			continue;
 		/* Layout events must be applied in the order the kernel sent
 		 * them (mremap sends REMAP, then UNMAP of the old range, as
@@ -129,6 +164,14 @@ int handlers_start(struct upg_ctx *ctx)
 			paging_handler_fini(h);
 			break;
 		}
+		ret = wait_set(h);
+		if (ret < 0) {
+			paging_handler_fini(h);
+			pr_perr(ret, "cannot set up handler %u's epoll", started);
+			break;
+		}
+		h->epfd = ret;
+		ret = 0;
 		h->cpu = ctx->cfg.pin_handlers
 			 ? nth_allowed_cpu(&allowed, started % (unsigned)CPU_COUNT(&allowed))
 			 : -1;
@@ -143,6 +186,7 @@ int handlers_start(struct upg_ctx *ctx)
 		ret = -pthread_create(&h->thread, &attr, handler_main, h);
 		pthread_attr_destroy(&attr);
 		if (ret < 0) {
+			close(h->epfd);
 			paging_handler_fini(h);
 			pr_perr(ret, "cannot start handler thread %u", started);
 			break;
@@ -162,6 +206,7 @@ void handlers_stop(struct upg_ctx *ctx)
 		pr_perr(-errno, "cannot signal handlers to stop");
 	for (unsigned i = 0; i < ctx->nhandlers; i++) {
 		pthread_join(ctx->handlers[i].thread, NULL);
+		close(ctx->handlers[i].epfd);
 		paging_handler_fini(&ctx->handlers[i]);
 	}
 }
