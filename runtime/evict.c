@@ -235,11 +235,14 @@ int evict_back(struct paging *pg, uintptr_t addr, uint64_t pos, bool clean)
 	struct upg_ctx *ctx = pg->ctx;
 	bool wp = clean && (ctx->features & UPG_FEAT_WP);
 
+	int ret;
+
 	/* A dirty page moves back without a copy; a clean one is copied, so
 	 * that it can be mapped write-protected and stay clean until written
 	 * (a moved page comes back writable). */
-	if (pg->path == UPG_EVICT_MOVE && !wp)
+	if (evict_back_moves(pg, clean))
 		return uffd_move(ctx->uffd, addr, (uintptr_t)frame_addr(pg, pos), pg->page_size, 0);
-	return uffd_copy(ctx->uffd, addr, frame_addr(pg, pos), pg->page_size,
-			 wp ? UFFDIO_COPY_MODE_WP : 0);
+	ret = uffd_copy(ctx->uffd, addr, frame_addr(pg, pos), pg->page_size,
+			wp ? UFFDIO_COPY_MODE_WP : 0);
+	return ret < 0 ? ret : 1;
 }

@@ -47,6 +47,10 @@ struct frame {
 	_Atomic uint64_t ref;     /* page_ref() + 1 of the page held; 0 = empty */
 	uint64_t slot1;           /* slot + 1 of the page's copy in swap, or 0 */
 	bool dirty;
+	/* Its page was copied back into the application: the frame still
+	 * holds memory (counted in mem_pages and cooling_pages) until the
+	 * tail frees it. */
+	atomic_bool stale;
 };
 
 struct paging {
@@ -168,8 +172,11 @@ void paging_forget_page(struct paging *pg, struct upg_region *r, uint64_t idx, u
 /*
  * Eviction paths (evict.c). evict_out() moves the claimed (BUSY) pages
  * v[0..n) out of the application into their frames, setting ok on those
- * now out; evict_back() puts the page in frame pos back at addr (mapped
- * write-protected when clean and the path tracks writes). 0 or -errno.
+ * now out. evict_back() puts the page in frame pos back at addr (mapped
+ * write-protected when clean and the path tracks writes): 0 when the page
+ * moved, leaving the frame empty; 1 when it was copied, the frame keeping
+ * its page (stale) until the tail frees it; or -errno.
+ * evict_back_moves() tells beforehand which it will be.
  */
 struct evictee {
 	struct upg_region *r;
@@ -181,6 +188,10 @@ int evict_init(struct paging *pg);
 void evict_fini(struct paging *pg);
 void evict_out(struct paging *pg, struct evictee *v, unsigned n);
 int evict_back(struct paging *pg, uintptr_t addr, uint64_t pos, bool clean);
+static inline bool evict_back_moves(const struct paging *pg, bool clean)
+{
+	return pg->path == UPG_EVICT_MOVE && !clean;
+}
 /* Whether a REMOVE event for the page at addr is the reclaimer's own drop
  * (the page's first REMOVE while it is in the run); consumes it. Under
  * ctx->read_lock. */

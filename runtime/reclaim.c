@@ -162,6 +162,13 @@ static void give_back(struct paging *pg, struct victim *v, struct frame *f)
 		frame_release(pg, f, v->ref1);
 		return;
 	}
+	if (ret == 1) {
+		/* Copied: the frame holds memory until it is freed, at the end
+		 * of this batch; beyond the limit for that moment. */
+		atomic_fetch_add_explicit(&pg->mem_pages, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
+		atomic_store_explicit(&f->stale, true, memory_order_relaxed);
+	}
 	page_release(v->r, v->idx, pg_make(0, PG_RESIDENT, f->slot1, PG_DIRTY));
 	if (atomic_compare_exchange_strong(&f->ref, &v->ref1, 0)) {
 		atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
@@ -241,6 +248,11 @@ static void written(struct paging *pg, struct victim *v)
 /* Free the frames [from, to) of the ring: one madvise per contiguous run. */
 static void free_frames(struct paging *pg, uint64_t from, uint64_t to)
 {
+	uint64_t stale = 0;
+
+	for (uint64_t pos = from; pos < to; pos++)
+		stale += atomic_exchange_explicit(&pg->fe[pos % pg->nframes].stale, false,
+						  memory_order_relaxed);
 	while (from < to) {
 		uint64_t start = from % pg->nframes, n = to - from;
 
@@ -249,6 +261,8 @@ static void free_frames(struct paging *pg, uint64_t from, uint64_t to)
 		madvise(frame_addr(pg, start), n * pg->page_size, MADV_DONTNEED);
 		from += n;
 	}
+	atomic_fetch_sub_explicit(&pg->cooling_pages, stale, memory_order_relaxed);
+	paging_unreserve(pg, stale);
 }
 
 /* Memory was freed: wake the handlers holding faults back for want of it. */

@@ -274,7 +274,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	uint64_t pos = pg_val(w);
 	struct frame *f = &pg->fe[pos % pg->nframes];
 	uintptr_t addr = page_addr(r, idx);
-	bool clean;
+	bool clean, copy;
 	int ret;
 
 	if (!pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY)))
@@ -282,7 +282,15 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	/* Clean: its copy in swap is current, and write-protect tells us
 	 * when that stops being true. */
 	clean = f->slot1 && !f->dirty && map_clean(h, write);
+	/* A copy leaves the frame holding memory too, for a while. */
+	copy = !evict_back_moves(pg, clean);
+	if (copy && !paging_reserve(pg)) {
+		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
+		return FAULT_DEFER;
+	}
 	ret = evict_back(pg, addr, pos, clean);
+	if (ret < 0 && copy)
+		paging_unreserve(pg, 1);
 	if (ret == -EAGAIN) {
 		/* An event is pending: retry the fault after it is read. */
 		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
@@ -298,8 +306,11 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_ERROR;
 	}
 	page_release(r, idx, pg_make(0, PG_RESIDENT, f->slot1, clean ? 0 : PG_DIRTY));
+	if (copy)
+		atomic_store_explicit(&f->stale, true, memory_order_relaxed);
+	else
+		atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
 	atomic_store_explicit(&f->ref, 0, memory_order_release);
-	atomic_fetch_sub_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
 	stat_inc(&h->stats.faults_cooling);
 	paging_resident(h, r, idx);
 	return FAULT_DONE;
