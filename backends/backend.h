@@ -76,6 +76,7 @@ struct backend_ops {
 	 * the queue is full (reap, then retry). */
 	int (*queue_read)(struct backend_queue *q, struct backend_io *io);
 	int (*queue_write)(struct backend_queue *q, struct backend_io *io);
+	/* Returns how many I/Os it submitted, or -errno. */
 	int (*submit)(struct backend_queue *q);
 	/* Up to max finished I/Os into done[]; wait for at least min. Returns
 	 * the count or -errno. min is capped at the number of I/Os queued and

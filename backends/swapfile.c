@@ -32,6 +32,7 @@ struct swapfile {
 	int fds[SWAP_MAX_FILES];  /* -1 until opened; registered with each ring */
 	struct swap_file files[SWAP_MAX_FILES];
 	_Atomic uint64_t holes_punched, punch_errors;
+	_Atomic uint64_t transfers, requests;
 };
 
 /* A registered buffer: [base, end) is buffer `index` of the ring. */
@@ -40,18 +41,52 @@ struct fixed_buf {
 	unsigned index;
 };
 
+/*
+ * Transfers to consecutive pages of one file, queued one after the other
+ * before a submit, go to the device as one request: the SQE of the first
+ * becomes a readv/writev over all their buffers (a group). Pages evicted
+ * together have consecutive slots, and so do the pages read ahead of a
+ * sequential stream.
+ */
+#define GROUP_MAX 64u
+
+struct io_group {
+	unsigned n;
+	struct backend_io *ios[GROUP_MAX];
+	struct iovec iov[GROUP_MAX];
+};
+
 struct swap_queue {
 	struct backend_queue base;
 	struct io_uring ring;
 	int efd;
 	unsigned depth;
 	unsigned outstanding;   /* queued and not yet reaped */
+	unsigned unsubmitted;   /* queued since the last submit */
 	unsigned nbufs;
 	struct fixed_buf *bufs; /* sorted by base, disjoint */
+
+	/* The last SQE prepared and not yet submitted, for merging. */
+	struct io_uring_sqe *last;
+	struct backend_io *last_io;     /* its I/O, if not a group yet */
+	struct io_group *last_group;
+	unsigned last_file;
+	uint64_t last_end;              /* file offset just past it */
+	bool last_write;
+
+	struct io_group *groups;        /* depth / 2 of them */
+	struct io_group **free_groups;
+	unsigned nfree_groups;
+	/* Settled I/Os not yet handed out by reap (a group settles at once). */
+	struct backend_io **ready;
+	unsigned ready_head, ready_tail;
 };
 
-/* Tag in the low bit of a CQE's user_data (a struct backend_io pointer). */
+/* Tags in the low bits of a CQE's user_data (a struct backend_io or struct
+ * io_group pointer). */
 #define UD_READ 1ull
+#define UD_GROUP 2ull
+#define UD_TAGS 3ull
 
 static struct swapfile *to_swapfile(struct backend *b)
 {
@@ -80,6 +115,56 @@ static const struct fixed_buf *find_buf(const struct swap_queue *q, const void *
 	return lo && a + len <= q->bufs[lo - 1].end ? &q->bufs[lo - 1] : NULL;
 }
 
+/* Nothing prepared may change once submitted. Returns how many I/Os were
+ * queued since the last submit. */
+static unsigned submitted(struct swap_queue *q)
+{
+	struct swapfile *s = to_swapfile(q->base.backend);
+	unsigned n = q->unsubmitted;
+
+	atomic_fetch_add_explicit(&s->transfers, n, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->requests, io_uring_sq_ready(&q->ring), memory_order_relaxed);
+	q->last = NULL;
+	q->unsubmitted = 0;
+	return n;
+}
+
+/* Fold io (at byte offset off of file fi) into the last SQE if it is the
+ * next transfer of the same kind to the same file. */
+static bool merge(struct swap_queue *q, struct backend_io *io, unsigned fi, uint64_t off,
+		  bool write)
+{
+	uint32_t len = q->base.backend->page_size;
+	struct io_group *g = q->last_group;
+
+	if (!q->last || q->last_file != fi || q->last_write != write || q->last_end != off ||
+	    (g && g->n == GROUP_MAX))
+		return false;
+	if (!g) {
+		struct backend_io *first = q->last_io;
+
+		if (!q->nfree_groups)
+			return false;
+		g = q->free_groups[--q->nfree_groups];
+		g->n = 1;
+		g->ios[0] = first;
+		g->iov[0] = (struct iovec){ first->buf, len };
+		if (write)
+			io_uring_prep_writev(q->last, (int)fi, g->iov, 1, off - len);
+		else
+			io_uring_prep_readv(q->last, (int)fi, g->iov, 1, off - len);
+		q->last->flags |= IOSQE_FIXED_FILE;
+		io_uring_sqe_set_data64(q->last, (uintptr_t)g | UD_GROUP | (write ? 0 : UD_READ));
+		q->last_group = g;
+	}
+	g->ios[g->n] = io;
+	g->iov[g->n] = (struct iovec){ io->buf, len };
+	g->n++;
+	q->last->len = g->n;    /* readv/writev: the number of iovecs */
+	q->last_end = off + len;
+	return true;
+}
+
 static int queue_io(struct backend_queue *bq, struct backend_io *io, bool write)
 {
 	struct swap_queue *q = to_queue(bq);
@@ -94,12 +179,18 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, bool write)
 		return -EINVAL;
 	if (q->outstanding == q->depth)
 		return -EAGAIN;
+	if (write)
+		io->crc = crc32c(0, io->buf, len);
+	if (merge(q, io, fi, page * len, write)) {
+		q->outstanding++;
+		q->unsubmitted++;
+		return 0;
+	}
 	sqe = io_uring_get_sqe(&q->ring);
 	if (!sqe)
 		return -EAGAIN;
 	fb = find_buf(q, io->buf, len);
 	if (write) {
-		io->crc = crc32c(0, io->buf, len);
 		if (fb)
 			io_uring_prep_write_fixed(sqe, (int)fi, io->buf, len, page * len, (int)fb->index);
 		else
@@ -113,6 +204,13 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, bool write)
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(sqe, (uintptr_t)io | (write ? 0 : UD_READ));
 	q->outstanding++;
+	q->unsubmitted++;
+	q->last = sqe;
+	q->last_io = io;
+	q->last_group = NULL;
+	q->last_file = fi;
+	q->last_end = (page + 1) * len;
+	q->last_write = write;
 	return 0;
 }
 
@@ -128,32 +226,53 @@ static int sf_queue_write(struct backend_queue *q, struct backend_io *io)
 
 static int sf_submit(struct backend_queue *bq)
 {
-	return io_uring_submit(&to_queue(bq)->ring);
+	struct swap_queue *q = to_queue(bq);
+	unsigned n = submitted(q);
+	int ret = io_uring_submit(&q->ring);
+
+	return ret < 0 ? ret : (int)n;
 }
 
-/* Take up to max CQEs off the ring and settle their I/Os. */
-static unsigned harvest(struct swap_queue *q, struct backend_io **done, unsigned max)
+/* The result of page k of a transfer that moved res bytes (or failed). */
+static void settle(struct swap_queue *q, struct backend_io *io, int res, unsigned k, bool read)
 {
 	uint32_t len = q->base.backend->page_size;
+
+	if (res < 0)
+		io->result = res;
+	else if ((uint64_t)res < (uint64_t)(k + 1) * len)
+		io->result = -EIO;  /* short: the file was truncated under us */
+	else if (read && crc32c(0, io->buf, len) != io->crc)
+		io->result = -EBADMSG;
+	else
+		io->result = (int32_t)len;
+	q->ready[q->ready_tail++ % q->depth] = io;
+}
+
+/* Settle what has completed, then hand out up to max I/Os. */
+static unsigned harvest(struct swap_queue *q, struct backend_io **done, unsigned max)
+{
 	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
+	unsigned head, seen = 0, n = 0;
 
 	io_uring_for_each_cqe(&q->ring, head, cqe) {
-		struct backend_io *io = (struct backend_io *)(uintptr_t)(cqe->user_data & ~UD_READ);
+		uintptr_t ud = (uintptr_t)cqe->user_data;
+		bool read = ud & UD_READ;
 
-		if (n == max)
-			break;
-		if (cqe->res < 0)
-			io->result = cqe->res;
-		else if ((uint32_t)cqe->res != len)
-			io->result = -EIO;  /* short: the file was truncated under us */
-		else if ((cqe->user_data & UD_READ) && crc32c(0, io->buf, len) != io->crc)
-			io->result = -EBADMSG;
-		else
-			io->result = cqe->res;
-		done[n++] = io;
+		if (ud & UD_GROUP) {
+			struct io_group *g = (struct io_group *)(ud & ~UD_TAGS);
+
+			for (unsigned k = 0; k < g->n; k++)
+				settle(q, g->ios[k], cqe->res, k, read);
+			q->free_groups[q->nfree_groups++] = g;
+		} else {
+			settle(q, (struct backend_io *)(ud & ~UD_TAGS), cqe->res, 0, read);
+		}
+		seen++;
 	}
-	io_uring_cq_advance(&q->ring, n);
+	io_uring_cq_advance(&q->ring, seen);
+	while (n < max && q->ready_head != q->ready_tail)
+		done[n++] = q->ready[q->ready_head++ % q->depth];
 	q->outstanding -= n;
 	return n;
 }
@@ -172,7 +291,10 @@ static int sf_reap(struct backend_queue *bq, struct backend_io **done, unsigned 
 	got = harvest(q, done, max);
 	while (got < min) {
 		/* Submits what is still queued, too. */
-		int ret = io_uring_submit_and_wait(&q->ring, min - got);
+		int ret;
+
+		submitted(q);
+		ret = io_uring_submit_and_wait(&q->ring, 1);
 
 		if (ret < 0)
 			return got ? (int)got : ret;
@@ -242,17 +364,22 @@ static void sf_queue_close(struct backend_queue *bq)
 	/* Wait for what is in flight: no transfer may touch the caller's
 	 * buffers once this returns. Its results are dropped. */
 	while (q->outstanding) {
-		int ret = io_uring_submit_and_wait(&q->ring, 1);
-		unsigned n = io_uring_cq_ready(&q->ring);
+		struct backend_io *done[GROUP_MAX];
+		int ret;
 
+		if (harvest(q, done, GROUP_MAX))
+			continue;
+		submitted(q);
+		ret = io_uring_submit_and_wait(&q->ring, 1);
 		if (ret < 0 && ret != -EINTR)
 			break;
-		io_uring_cq_advance(&q->ring, n);
-		q->outstanding -= n;
 	}
 	io_uring_queue_exit(&q->ring);
 	close(q->efd);
 	free(q->bufs);
+	free(q->groups);
+	free(q->free_groups);
+	free(q->ready);
 	free(q);
 }
 
@@ -272,15 +399,29 @@ static int sf_queue_open(struct backend *b, unsigned depth, struct backend_queue
 	q->base.backend = b;
 	q->depth = depth;
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (q->efd < 0) {
-		ret = -errno;
+	q->nfree_groups = depth / 2;
+	q->groups = calloc(q->nfree_groups, sizeof(*q->groups));
+	q->free_groups = calloc(q->nfree_groups, sizeof(*q->free_groups));
+	q->ready = calloc(depth, sizeof(*q->ready));
+	if (q->efd < 0 || !q->ready || (q->nfree_groups && (!q->groups || !q->free_groups))) {
+		ret = q->efd < 0 ? -errno : -ENOMEM;
+		if (q->efd >= 0)
+			close(q->efd);
+		free(q->groups);
+		free(q->free_groups);
+		free(q->ready);
 		free(q);
 		return ret;
 	}
+	for (unsigned i = 0; i < q->nfree_groups; i++)
+		q->free_groups[i] = &q->groups[i];
 	ret = io_uring_queue_init_params(depth, &q->ring, &p);
 	if (ret < 0) {
 		pr_perr(ret, "io_uring setup (depth %u)", depth);
 		close(q->efd);
+		free(q->groups);
+		free(q->free_groups);
+		free(q->ready);
 		free(q);
 		return ret;
 	}
@@ -508,4 +649,6 @@ void swapfile_get_stats(struct backend *b, struct swapfile_stats *st)
 	st->holes_punched = atomic_load_explicit(&s->holes_punched, memory_order_relaxed);
 	st->punch_errors = atomic_load_explicit(&s->punch_errors, memory_order_relaxed);
 	st->files_buffered = s->files_buffered;
+	st->transfers = atomic_load_explicit(&s->transfers, memory_order_relaxed);
+	st->requests = atomic_load_explicit(&s->requests, memory_order_relaxed);
 }

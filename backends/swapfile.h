@@ -46,6 +46,8 @@ struct swapfile_stats {
 	uint64_t holes_punched;   /* fallocate(PUNCH_HOLE) calls that succeeded */
 	uint64_t punch_errors;    /* ... and that failed (ignored otherwise) */
 	unsigned files_buffered;  /* files without O_DIRECT */
+	uint64_t transfers;       /* pages submitted for reading or writing */
+	uint64_t requests;        /* ... in this many requests (consecutive merged) */
 };
 
 /*

@@ -86,6 +86,8 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 			}
 			if (!pg_cas(pw, &old, old | PG_WAITERS))
 				continue;
+			if (ctx->paging)
+				paging_stream(h, r, idx);
 			res = FAULT_SHARED;
 			break;
 		case PG_SWAPPED:

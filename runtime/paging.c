@@ -15,8 +15,6 @@
 #include "swapfile.h"
 #include "uffd.h"
 
-/* I/O buffers per handler: swap-ins in flight at once. */
-#define HANDLER_BUFS 64u
 /* Candidates a handler can hand the reclaimer between two of its passes. */
 #define HANDLER_RESQ (1u << 16)
 
@@ -45,6 +43,7 @@ int paging_create(struct upg_ctx *ctx)
 {
 	const struct upg_config *cfg = &ctx->cfg;
 	struct paging *pg;
+	uint64_t gap;
 	int ret;
 
 	if (!cfg->mem_limit)
@@ -65,8 +64,11 @@ int paging_create(struct upg_ctx *ctx)
 		ret = -EINVAL;
 		goto err;
 	}
-	pg->high_wm = pg->limit - 2 * PAGING_BATCH;
-	pg->low_wm = pg->limit - 4 * PAGING_BATCH;
+	/* Reclaim starts early enough for a stream's read-ahead to find room,
+	 * and frees a few batches (or 1/64 of the limit) at a time. */
+	gap = pg->limit / 64 > 2 * PAGING_BATCH ? pg->limit / 64 : 2 * PAGING_BATCH;
+	pg->high_wm = pg->limit - gap;
+	pg->low_wm = pg->limit - 2 * gap;
 	pg->cool_target = pg->policy == UPG_POLICY_FIFO ? 0 : pg->limit / 4;
 	pg->nframes = pg->cool_target + 4 * PAGING_BATCH;
 
@@ -176,18 +178,18 @@ int paging_handler_init(struct handler *h)
 	ph->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (ph->wake_fd < 0)
 		return -errno;
-	ret = backend_queue_open(pg->backend, HANDLER_BUFS, &ph->queue);
+	ret = backend_queue_open(pg->backend, PAGING_HANDLER_BUFS, &ph->queue);
 	if (ret < 0)
 		return ret;
 	ret = resq_init(&ph->resq, HANDLER_RESQ);
 	if (ret < 0)
 		return ret;
-	ph->bufs = aligned_alloc(4096, HANDLER_BUFS * pg->page_size);
-	ph->ios = calloc(HANDLER_BUFS, sizeof(*ph->ios));
-	ph->free_bufs = calloc(HANDLER_BUFS, sizeof(*ph->free_bufs));
+	ph->bufs = aligned_alloc(4096, PAGING_HANDLER_BUFS * pg->page_size);
+	ph->ios = calloc(PAGING_HANDLER_BUFS, sizeof(*ph->ios));
+	ph->free_bufs = calloc(PAGING_HANDLER_BUFS, sizeof(*ph->free_bufs));
 	if (!ph->bufs || !ph->ios || !ph->free_bufs)
 		return -ENOMEM;
-	for (unsigned i = 0; i < HANDLER_BUFS; i++) {
+	for (unsigned i = 0; i < PAGING_HANDLER_BUFS; i++) {
 		ph->ios[i].buf = ph->bufs + i * pg->page_size;
 		ph->free_bufs[ph->nfree++] = i;
 	}

@@ -42,6 +42,9 @@ struct handler;
 
 /* Pages moved per batch: MADV_DONTNEED of frames, write-back I/O. */
 #define PAGING_BATCH 64u
+/* I/O buffers per handler: swap-ins in flight at once, read ahead
+ * included (swapin.c reads up to 512 pages ahead of a stream). */
+#define PAGING_HANDLER_BUFS 640u
 
 struct frame {
 	_Atomic uint64_t ref;     /* page_ref() + 1 of the page held; 0 = empty */
@@ -119,7 +122,7 @@ struct paging_handler {
 	/* Reads done whose copy into place met a layout change (EAGAIN):
 	 * retried on the next turn of the loop, the faulting threads still
 	 * waiting. */
-	struct backend_io *pending[64];
+	struct backend_io *pending[PAGING_HANDLER_BUFS];
 	unsigned npending;
 	/* Written by the reclaimer when it freed memory while this handler
 	 * had faults waiting for some (waiting). */
@@ -162,6 +165,9 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 			   bool write);
 fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx);
 void paging_reap(struct handler *h);
+/* A fault on page idx of r while it was busy: if it continues the
+ * handler's sequential stream, read further ahead. */
+void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx);
 /* Whether the handler has work to retry (it then polls with a timeout). */
 bool paging_pending(struct handler *h);
 

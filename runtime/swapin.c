@@ -77,23 +77,30 @@ static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, 
 }
 
 /*
- * Readahead: a major fault at or just past the end of the previous one's
- * window is sequential, and the window doubles (up to RA_MAX pages); any
- * other resets it. Pages of the window that are in swap are claimed and read
- * with the faulting one, and mapped when their reads complete.
+ * Readahead. Each handler follows one stream: a fault (major, or on a page
+ * still being read) past the last one and no further than what was already
+ * issued is sequential, and the window doubles, up to RA_MAX pages; a major
+ * fault elsewhere resets it. A read of a page already mapped raises no
+ * fault, so the stream is seen only where it catches up with its reads:
+ * there, once less than half a window is still ahead of it, reads are
+ * issued up to a whole window ahead, in one go (consecutive pages, one
+ * request each 64). Pages in swap are claimed and read; they are mapped
+ * when their reads complete.
  */
-#define RA_MAX 32u
+#define RA_MAX 512u
 
-static void readahead(struct handler *h, struct upg_region *r, uint64_t idx)
+static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, bool major)
 {
 	struct paging *pg = h->ctx->paging;
 	struct paging_handler *ph = &h->paging;
 	bool seq = ph->ra_region == r->id && idx > ph->ra_last && idx <= ph->ra_next;
-	uint64_t end;
+	uint64_t j, end;
 
+	if (!seq && !major)
+		return;
 	if (seq) {
 		/* The stream went past the pages read ahead before this one. */
-		for (uint64_t j = ph->ra_last + 1; j < idx; j++) {
+		for (j = ph->ra_last + 1; j < idx; j++) {
 			uint64_t w = pg_load(&r->state[j]);
 
 			while ((w & PG_RA) && !pg_cas(&r->state[j], &w, w & ~PG_RA))
@@ -102,20 +109,24 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx)
 				stat_inc(&h->stats.readahead_hits);
 		}
 	}
-	ph->ra_win = seq ? (ph->ra_win ? 2 * ph->ra_win : 4) : 0;
+	ph->ra_win = seq ? (ph->ra_win ? 2 * ph->ra_win : 8) : 0;
 	if (ph->ra_win > RA_MAX)
 		ph->ra_win = RA_MAX;
 	ph->ra_region = r->id;
 	ph->ra_last = idx;
+	j = seq && ph->ra_next > idx + 1 ? ph->ra_next : idx + 1;
+	if (j - (idx + 1) >= ph->ra_win / 2 + 1) {
+		ph->ra_next = j;
+		return;     /* enough on its way */
+	}
 	end = idx + 1 + ph->ra_win < r->npages ? idx + 1 + ph->ra_win : r->npages;
-	ph->ra_next = end;
-	for (uint64_t j = idx + 1; j < end && ph->nfree; j++) {
+	for (; j < end && ph->nfree; j++) {
 		uint64_t w = pg_load(&r->state[j]);
 
 		if (pg_state(w) != PG_SWAPPED)
 			continue;
 		if (!paging_reserve(pg))
-			return;
+			break;
 		if (!pg_cas(&r->state[j], &w, pg_with_state(w, PG_BUSY))) {
 			paging_unreserve(pg, 1);
 			continue;
@@ -123,10 +134,21 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx)
 		if (!queue_swapin(h, r, j, w, IO_READAHEAD)) {
 			paging_unreserve(pg, 1);
 			page_release(r, j, w);
-			return;
+			break;
 		}
 		stat_inc(&h->stats.readahead_pages);
 	}
+	/* Where the next extension starts. */
+	ph->ra_next = j > idx + 1 ? j : idx + 1;
+}
+
+void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx)
+{
+	unsigned before = h->paging.nfree;
+
+	readahead(h, r, idx, false);
+	if (h->paging.nfree != before)
+		backend_submit(h->paging.queue);
 }
 
 fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
@@ -149,7 +171,7 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 		stat_inc(&h->stats.read_errors);
 		return FAULT_ERROR;
 	}
-	readahead(h, r, idx);
+	readahead(h, r, idx, true);
 	backend_submit(ph->queue);
 	stat_inc(&h->stats.faults_major);
 	return FAULT_QUEUED;

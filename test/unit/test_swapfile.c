@@ -919,3 +919,43 @@ Test(swapfile, close_queue_with_io_in_flight, .timeout = 30)
 	free(buf);
 	backend_close(b);
 }
+
+/* Consecutive slots queued together go to the device as one request, in
+ * both directions, and every page still gets its own result. */
+Test(swapfile, consecutive_slots_merge, .timeout = 30)
+{
+	struct backend *b = open1(dir, 2 * CLUSTER_BYTES, PS);
+	unsigned n = 64;
+	char *out = pages(n, PS);
+	uint64_t s[64];
+	uint32_t crcs[64];
+	struct backend_io *w;
+	struct backend_queue *q;
+	struct swapfile_stats before, after;
+
+	cr_assert_eq(backend_alloc_slots(b, n, s), (int)n);
+	for (unsigned i = 1; i < n; i++)
+		cr_assert_eq(s[i], s[i - 1] + 1, "slots not consecutive");
+	cr_assert_eq(backend_queue_open(b, 128, &q), 0);
+	for (unsigned i = 0; i < n; i++)
+		pattern_fill(out + (size_t)i * PS, PS, 4, i);
+	w = make_ios(n, s, out, PS);
+	before = stats(b);
+	cr_assert_eq(do_io(q, w, n, true), 0);
+	after = stats(b);
+	cr_assert_eq(after.transfers - before.transfers, n);
+	cr_assert_eq(after.requests - before.requests, 1, "%llu requests for %u pages",
+		     (unsigned long long)(after.requests - before.requests), n);
+	for (unsigned i = 0; i < n; i++) {
+		cr_assert_eq(w[i].result, (int)PS, "write %u: %d", i, w[i].result);
+		crcs[i] = w[i].crc;
+	}
+	before = stats(b);
+	verify(b, q, s, crcs, n, 4, 0);
+	after = stats(b);
+	cr_assert_eq(after.requests - before.requests, 1, "the read back was not merged");
+	backend_queue_close(q);
+	backend_close(b);
+	free(w);
+	free(out);
+}
