@@ -45,6 +45,8 @@ struct handler;
 /* I/O buffers per handler: swap-ins in flight at once, read ahead
  * included (swapin.c reads up to 512 pages ahead of a stream). */
 #define PAGING_HANDLER_BUFS 640u
+/* Sequential streams each handler follows at once (several threads scanning). */
+#define PAGING_RA_STREAMS 4u
 
 struct frame {
 	_Atomic uint64_t ref;     /* page_ref() + 1 of the page held; 0 = empty */
@@ -129,9 +131,13 @@ struct paging_handler {
 	int wake_fd;
 	_Atomic bool waiting;
 	uint32_t probe;           /* map_clean()'s one-in-eight counter */
-	/* Readahead: the last major fault, where its window ended, its size. */
-	uint32_t ra_region;
-	uint64_t ra_last, ra_next, ra_win;
+	/* Readahead: the sequential streams this handler follows (swapin.c). */
+	struct ra_stream {
+		uint32_t region;
+		uint64_t last, next, win;  /* last fault, first page not read, window */
+		uint64_t used;             /* when it last continued, for replacement */
+	} ra[PAGING_RA_STREAMS];
+	uint64_t ra_clock;
 };
 
 int paging_create(struct upg_ctx *ctx);

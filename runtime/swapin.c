@@ -77,10 +77,11 @@ static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, 
 }
 
 /*
- * Readahead. Each handler follows one stream: a fault (major, or on a page
- * still being read) past the last one and no further than what was already
- * issued is sequential, and the window doubles, up to RA_MAX pages; a major
- * fault elsewhere resets it. A read of a page already mapped raises no
+ * Readahead. Each handler follows a few streams: a fault (major, or on a
+ * page still being read) past a stream's last one and no further than what
+ * it has read continues it, and its window doubles, up to RA_MAX pages; a
+ * major fault elsewhere starts a new stream in place of the one unused the
+ * longest. A read of a page already mapped raises no
  * fault, so the stream is seen only where it catches up with its reads:
  * there, once less than half a window is still ahead of it, reads are
  * issued up to a whole window ahead, in one go (consecutive pages, one
@@ -89,37 +90,65 @@ static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, 
  */
 #define RA_MAX 512u
 
+/* The stream page idx of r continues (NULL if none): it comes after the
+ * stream's last fault and no further than what it has read. */
+static struct ra_stream *ra_find(struct paging_handler *ph, const struct upg_region *r,
+				 uint64_t idx)
+{
+	for (unsigned i = 0; i < PAGING_RA_STREAMS; i++) {
+		struct ra_stream *st = &ph->ra[i];
+
+		if (st->win && st->region == r->id && idx > st->last && idx <= st->next)
+			return st;
+	}
+	return NULL;
+}
+
+/* A new stream at idx, in place of the one unused the longest. */
+static struct ra_stream *ra_start(struct paging_handler *ph, const struct upg_region *r,
+				  uint64_t idx)
+{
+	struct ra_stream *st = &ph->ra[0];
+
+	for (unsigned i = 1; i < PAGING_RA_STREAMS; i++)
+		if (ph->ra[i].used < st->used)
+			st = &ph->ra[i];
+	*st = (struct ra_stream){ .region = r->id, .last = idx, .next = idx + 1, .win = 4 };
+	return st;
+}
+
 static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, bool major)
 {
 	struct paging *pg = h->ctx->paging;
 	struct paging_handler *ph = &h->paging;
-	bool seq = ph->ra_region == r->id && idx > ph->ra_last && idx <= ph->ra_next;
+	struct ra_stream *st = ra_find(ph, r, idx);
 	uint64_t j, end;
 
-	if (!seq && !major)
+	if (!st) {
+		/* A major fault may start a stream; it reads ahead once the
+		 * next fault continues it. */
+		if (major)
+			ra_start(ph, r, idx)->used = ++ph->ra_clock;
 		return;
-	if (seq) {
-		/* The stream went past the pages read ahead before this one. */
-		for (j = ph->ra_last + 1; j < idx; j++) {
-			uint64_t w = pg_load(&r->state[j]);
-
-			while ((w & PG_RA) && !pg_cas(&r->state[j], &w, w & ~PG_RA))
-				;
-			if (w & PG_RA)
-				stat_inc(&h->stats.readahead_hits);
-		}
 	}
-	ph->ra_win = seq ? (ph->ra_win ? 2 * ph->ra_win : 8) : 0;
-	if (ph->ra_win > RA_MAX)
-		ph->ra_win = RA_MAX;
-	ph->ra_region = r->id;
-	ph->ra_last = idx;
-	j = seq && ph->ra_next > idx + 1 ? ph->ra_next : idx + 1;
-	if (j - (idx + 1) >= ph->ra_win / 2 + 1) {
-		ph->ra_next = j;
+	/* The stream went past the pages read ahead before this one. */
+	for (j = st->last + 1; j < idx; j++) {
+		uint64_t w = pg_load(&r->state[j]);
+
+		while ((w & PG_RA) && !pg_cas(&r->state[j], &w, w & ~PG_RA))
+			;
+		if (w & PG_RA)
+			stat_inc(&h->stats.readahead_hits);
+	}
+	st->win = 2 * st->win < RA_MAX ? 2 * st->win : RA_MAX;
+	st->last = idx;
+	st->used = ++ph->ra_clock;
+	j = st->next > idx + 1 ? st->next : idx + 1;
+	if (j - (idx + 1) >= st->win / 2 + 1) {
+		st->next = j;
 		return;     /* enough on its way */
 	}
-	end = idx + 1 + ph->ra_win < r->npages ? idx + 1 + ph->ra_win : r->npages;
+	end = idx + 1 + st->win < r->npages ? idx + 1 + st->win : r->npages;
 	for (; j < end && ph->nfree; j++) {
 		uint64_t w = pg_load(&r->state[j]);
 
@@ -139,7 +168,7 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 		stat_inc(&h->stats.readahead_pages);
 	}
 	/* Where the next extension starts. */
-	ph->ra_next = j > idx + 1 ? j : idx + 1;
+	st->next = j > idx + 1 ? j : idx + 1;
 }
 
 void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx)
@@ -231,7 +260,6 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		return true;
 	}
 	addr = page_addr(r, idx);
-	stat_inc(&h->stats.swap_ins);
 	if (pg_load(&r->state[idx]) & PG_STALE) {
 		/* Removed by the application while we read: it reads zeros
 		 * now, not the old copy. (A removal that lands between this
@@ -251,6 +279,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		stat_inc(&h->stats.ioctl_retries);
 		return false;
 	}
+	stat_inc(&h->stats.swap_ins);
 	if (ret < 0 && ret != -EEXIST) {
 		/* The range went away under us (unmap, destroy). */
 		drop(h, r, idx, io->slot);

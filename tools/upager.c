@@ -266,6 +266,18 @@ static int cmd_demo(int argc, char **argv)
 	printf("  swap I/O      %8llu pages out, %llu in, %llu dropped clean\n",
 	       (unsigned long long)st.swap_outs, (unsigned long long)st.swap_ins,
 	       (unsigned long long)st.dropped_clean);
+	if (mem) {
+		static const char *const paths[] = { "UFFDIO_MOVE", "write-protect", "mprotect" };
+		uint64_t refaults = st.faults_major + st.faults_cooling;
+
+		printf("  readahead     %8llu pages, %llu hits, %llu wasted\n",
+		       (unsigned long long)st.readahead_pages, (unsigned long long)st.readahead_hits,
+		       (unsigned long long)st.readahead_waste);
+		printf("  eviction      %8llu pages by %s; %llu refaults, %.1f%% from the cooling "
+		       "pool\n", (unsigned long long)st.evicted,
+		       st.evict_path < 3 ? paths[st.evict_path] : "?", (unsigned long long)refaults,
+		       refaults ? 100.0 * (double)st.faults_cooling / (double)refaults : 0.0);
+	}
 	printf("  service time  p50 < %llu ns, p99 < %llu ns\n",
 	       (unsigned long long)upg_stats_latency_ns(&st, 0.5),
 	       (unsigned long long)upg_stats_latency_ns(&st, 0.99));
