@@ -2,8 +2,9 @@
  * evict.c - the eviction paths: how a page leaves the application's mapping
  * for a frame of the cooling pool, and how it comes back.
  *
- *   MOVE      UFFDIO_MOVE, one page at a time: the page table entry itself
- *             moves, so no write can slip between copy and drop.
+ *   MOVE      UFFDIO_MOVE, one ioctl per run of contiguous pages: the page
+ *             table entries themselves move, so no write can slip between
+ *             copy and drop.
  *   WP        runs of contiguous pages are write-protected through the
  *             userfaultfd, copied out, and dropped with one MADV_DONTNEED;
  *             a write meanwhile waits in a write-protect fault until the
@@ -21,6 +22,10 @@
  * Each drop raises a REMOVE event that is not the application's: the run is
  * published in pg->own first, and event handling skips the first REMOVE of
  * each of its pages (evict_own_removal).
+ *
+ * Back: a dirty page moves (MOVE path); anything else is copied with
+ * UFFDIO_COPY, write-protected if clean, and its frame keeps the old copy
+ * until the tail of the pool frees it (accounted: frame.stale).
  */
 #define LOG_PREFIX "evict: "
 #include <errno.h>

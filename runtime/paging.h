@@ -4,18 +4,18 @@
  *
  * Where a page's contents are, by its state word (page.h):
  *   RESIDENT  mapped in the application; counted in mem_pages
- *   COOLING   moved (UFFDIO_MOVE) into a frame of the cooling pool, out of
- *             the application's reach; counted in mem_pages
+ *   COOLING   moved into a frame of the cooling pool (evict.c), out of the
+ *             application's reach; counted in mem_pages
  *   SWAPPED   only in swap, at the word's slot; crc in region->crc
  *   BUSY      a claimant is moving it; it owns the page's accounting until
  *             it releases the word
  *
- * The cooling pool is a ring of frames in a staging mapping registered with
- * the context's userfaultfd (UFFDIO_MOVE needs both ends registered). The
- * reclaimer moves the oldest resident pages in at the head; a touch moves a
- * page back (a minor fault, no I/O); at the tail, pages still there are
- * written out if dirty, and the frames are freed 64 at a time with one
- * MADV_DONTNEED.
+ * The cooling pool is a ring of frames in a staging mapping (registered
+ * with the context's userfaultfd on the MOVE path: UFFDIO_MOVE needs both
+ * ends registered). The reclaimer moves the oldest resident pages in at the
+ * head; a touch brings a page back (a minor fault, no I/O); at the tail,
+ * pages still there are written out if dirty, and the frames are freed 64
+ * at a time with one MADV_DONTNEED.
  *
  * Handlers never block: a fault that would take memory beyond the limit,
  * or that finds no free I/O buffer, is deferred and retried, and the
