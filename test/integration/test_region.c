@@ -375,6 +375,8 @@ Test(region, ten_thousand, .timeout = 120)
 	stats_wait(ctx, st, st.zero_filled == MANY, 10000);
 	stats_wait(ctx, st, st.zero_mapped == MANY, 10000);
 	stats_wait(ctx, st, new_faults(&st) == 2 * MANY, 10000);
+	/* Counted after the faulting thread was woken, like the rest. */
+	stats_wait(ctx, st, st.resident_bytes == (uint64_t)MANY * ps, 10000);
 	cr_assert_eq(st.resident_bytes, (uint64_t)MANY * ps);
 	cr_assert_eq(st.errors, 0);
 	cr_assert_eq(st.faults_stale, 0);
