@@ -16,7 +16,7 @@
 #include "uffd.h"
 
 /* Candidates a handler can hand the reclaimer between two of its passes. */
-#define HANDLER_RESQ (1u << 16)
+#define HANDLER_RESQ (1u << 18)
 
 static int open_backend(struct paging *pg, const struct upg_config *cfg)
 {
@@ -247,8 +247,9 @@ void paging_unreserve(struct paging *pg, uint64_t n)
 void paging_resident(struct handler *h, struct upg_region *r, uint64_t idx)
 {
 	atomic_fetch_add_explicit(&r->resident_pages, 1, memory_order_relaxed);
+	/* A full ring drops it: the reclaimer's scan finds it instead. */
 	if (h->paging.queue && !resq_push(&h->paging.resq, page_ref(r->id, idx)))
-		stat_inc(&h->stats.errors);  /* not a candidate until it is touched again */
+		atomic_fetch_add_explicit(&h->ctx->paging->lost, 1, memory_order_relaxed);
 }
 
 void paging_forget_page(struct paging *pg, struct upg_region *r, uint64_t idx, uint64_t w)

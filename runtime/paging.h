@@ -111,6 +111,9 @@ struct paging {
 	int write_error;          /* how the last write-back failed (logged once), or 0 */
 	uint64_t *lru;            /* its FIFO of candidates (a ring) */
 	uint64_t lru_head, lru_tail, lru_mask;
+	_Atomic uint64_t lost;    /* candidates dropped by full rings */
+	uint32_t scan_region;     /* where scan_for_candidates() goes on */
+	uint64_t scan_index;
 };
 
 /* Per-handler state. */

@@ -60,6 +60,47 @@ static void drain_rings(struct paging *pg)
 	}
 }
 
+/*
+ * Candidates the rings could not carry (a handler's ring was full while the
+ * reclaimer was busy) are found again by walking the regions' state words
+ * like a clock hand, from where the last walk stopped: looks at up to
+ * SCAN_LOOK pages for up to `want` resident ones.
+ */
+#define SCAN_LOOK 65536u
+
+static void scan_for_candidates(struct paging *pg, unsigned want)
+{
+	struct upg_ctx *ctx = pg->ctx;
+	uint32_t ids = __atomic_load_n(&ctx->id_next, __ATOMIC_ACQUIRE);
+
+	for (unsigned looked = 0; want && looked < SCAN_LOOK && ids; looked++) {
+		struct upg_region *r;
+		uint64_t w;
+
+		if (pg->scan_region >= ids) {
+			pg->scan_region = 0;
+			pg->scan_index = 0;
+		}
+		r = region_by_id(ctx, pg->scan_region);
+		if (!r || pg->scan_index >= r->npages) {
+			pg->scan_region++;
+			pg->scan_index = 0;
+			continue;
+		}
+		w = pg_load(&r->state[pg->scan_index]);
+		if (pg_state(w) == PG_RESIDENT && !(w & PG_PIN_MASK) &&
+		    pg->lru_head - pg->lru_tail <= pg->lru_mask) {
+			pg->lru[pg->lru_head++ & pg->lru_mask] = page_ref(r->id, pg->scan_index);
+			want--;
+			/* Not exact (it may be one never lost): a bound on the
+			 * walks, which stop once as many were found. */
+			if (atomic_load_explicit(&pg->lost, memory_order_relaxed))
+				atomic_fetch_sub_explicit(&pg->lost, 1, memory_order_relaxed);
+		}
+		pg->scan_index++;
+	}
+}
+
 static bool lru_pop(struct paging *pg, uint64_t *ref)
 {
 	if (pg->lru_tail == pg->lru_head)
@@ -418,6 +459,9 @@ void *paging_reclaimer_main(void *arg)
 			unsigned moved = 0;
 
 			drain_rings(pg);
+			if (pg->lru_tail == pg->lru_head &&
+			    atomic_load_explicit(&pg->lost, memory_order_relaxed))
+				scan_for_candidates(pg, 4 * PAGING_BATCH);
 			while (atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) <
 				       pg->cool_target + PAGING_BATCH &&
 			       pg->head - pg->tail < pg->nframes && pg->lru_tail != pg->lru_head)

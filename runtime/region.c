@@ -90,7 +90,8 @@ static int id_alloc(struct upg_ctx *ctx, struct upg_region *r)
 	if (ctx->id_nfree)
 		r->id = ctx->id_free[--ctx->id_nfree];
 	else if (ctx->id_next < UPG_MAX_REGIONS)
-		r->id = ctx->id_next++;
+		/* Read without the lock by the reclaimer's scan. */
+		r->id = __atomic_fetch_add(&ctx->id_next, 1, __ATOMIC_RELEASE);
 	else
 		ret = -ENOSPC;
 	if (!ret)
