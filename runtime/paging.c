@@ -186,12 +186,12 @@ int paging_handler_init(struct handler *h)
 		return ret;
 	ph->bufs = aligned_alloc(4096, PAGING_HANDLER_BUFS * pg->page_size);
 	ph->ios = calloc(PAGING_HANDLER_BUFS, sizeof(*ph->ios));
-	ph->free_bufs = calloc(PAGING_HANDLER_BUFS, sizeof(*ph->free_bufs));
-	if (!ph->bufs || !ph->ios || !ph->free_bufs)
+	if (!ph->bufs || !ph->ios)
 		return -ENOMEM;
 	for (unsigned i = 0; i < PAGING_HANDLER_BUFS; i++) {
 		ph->ios[i].buf = ph->bufs + i * pg->page_size;
-		ph->free_bufs[ph->nfree++] = i;
+		ph->free_map[i / 64] |= 1ull << (i % 64);
+		ph->nfree++;
 	}
 	return 0;
 }
@@ -206,7 +206,6 @@ void paging_handler_fini(struct handler *h)
 	resq_fini(&ph->resq);
 	free(ph->bufs);
 	free(ph->ios);
-	free(ph->free_bufs);
 	memset(ph, 0, sizeof(*ph));
 }
 

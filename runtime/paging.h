@@ -122,8 +122,11 @@ struct paging_handler {
 	struct resq resq;
 	struct backend_io *ios;   /* one per buffer */
 	uint8_t *bufs;
-	uint32_t *free_bufs;
-	unsigned nfree;
+	/* Free buffers, one bit each; the next one handed out is the one
+	 * after the last if free, so that pages read together get adjacent
+	 * buffers and are mapped with one copy (swapin.c). */
+	uint64_t free_map[(PAGING_HANDLER_BUFS + 63) / 64];
+	unsigned nfree, next_buf;
 	/* Reads done whose copy into place met a layout change (EAGAIN):
 	 * retried on the next turn of the loop, the faulting threads still
 	 * waiting. */

@@ -11,12 +11,27 @@
 
 static struct backend_io *buf_get(struct paging_handler *ph)
 {
-	return ph->nfree ? &ph->ios[ph->free_bufs[--ph->nfree]] : NULL;
+	unsigned i = ph->next_buf;
+
+	if (!ph->nfree)
+		return NULL;
+	if (i >= PAGING_HANDLER_BUFS || !(ph->free_map[i / 64] & (1ull << (i % 64)))) {
+		for (i = 0; !ph->free_map[i / 64]; i += 64)
+			;
+		i += (unsigned)__builtin_ctzll(ph->free_map[i / 64]);
+	}
+	ph->free_map[i / 64] &= ~(1ull << (i % 64));
+	ph->nfree--;
+	ph->next_buf = i + 1;
+	return &ph->ios[i];
 }
 
 static void buf_put(struct paging_handler *ph, struct backend_io *io)
 {
-	ph->free_bufs[ph->nfree++] = (uint32_t)(io - ph->ios);
+	unsigned i = (unsigned)(io - ph->ios);
+
+	ph->free_map[i / 64] |= 1ull << (i % 64);
+	ph->nfree++;
 }
 
 static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
@@ -38,9 +53,9 @@ static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
  * if none comes) or dirty (no fault; written back when evicted). Dirty for
  * a write fault, and when more than a quarter of the pages brought back
  * clean lately were written anyway; even then one in eight comes back clean,
- * to keep measuring.
+ * to keep measuring. pages: how many pages the answer is for.
  */
-static bool map_clean(struct handler *h, bool write)
+static bool map_clean(struct handler *h, bool write, unsigned pages)
 {
 	struct paging *pg = h->ctx->paging;
 	uint64_t n;
@@ -49,8 +64,8 @@ static bool map_clean(struct handler *h, bool write)
 		return false;
 	if (atomic_load_explicit(&pg->map_dirty, memory_order_relaxed) && (++h->paging.probe & 7))
 		return false;
-	n = atomic_fetch_add_explicit(&pg->clean_maps, 1, memory_order_relaxed) + 1;
-	if (n % MAP_WINDOW == 0) {
+	n = atomic_fetch_add_explicit(&pg->clean_maps, pages, memory_order_relaxed) + pages;
+	if (n % MAP_WINDOW < pages) {
 		uint64_t written = atomic_exchange_explicit(&pg->clean_written, 0,
 							    memory_order_relaxed);
 
@@ -269,7 +284,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 	}
 	/* Keep the slot: clean, the page is mapped read-only so that its
 	 * first write tells us. */
-	flags = map_clean(h, (uintptr_t)io->cookie & IO_WRITE) ? 0 : PG_DIRTY;
+	flags = map_clean(h, (uintptr_t)io->cookie & IO_WRITE, 1) ? 0 : PG_DIRTY;
 	ret = uffd_copy(ctx->uffd, addr, io->buf, region_page_size(r),
 			flags ? 0 : UFFDIO_COPY_MODE_WP);
 	if (ret == -EAGAIN) {
@@ -290,10 +305,59 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 	return true;
 }
 
+/* How many of the reads done[0..n) can be mapped with one copy: good reads
+ * of consecutive pages of one region into adjacent buffers. */
+static unsigned run_length(struct paging_handler *ph, struct backend_io **done, unsigned n)
+{
+	uint64_t ref0 = (uintptr_t)done[0]->cookie & ~(IO_READAHEAD | IO_WRITE);
+	unsigned k;
+
+	for (k = 0; k < n; k++) {
+		uint64_t ref = (uintptr_t)done[k]->cookie & ~(IO_READAHEAD | IO_WRITE);
+
+		if (done[k]->result < 0 || ref != ref0 + k || done[k] != done[0] + k ||
+		    ((uintptr_t)done[k]->cookie & IO_WRITE))
+			break;
+	}
+	(void)ph;
+	return k;
+}
+
+/*
+ * Map a run of n reads (run_length) with one UFFDIO_COPY. Returns false,
+ * changing nothing, when it cannot (a page removed meanwhile, a layout
+ * change, part of the range mapped): each read then goes its own way.
+ */
+static bool map_run(struct handler *h, struct backend_io **done, unsigned n)
+{
+	struct upg_ctx *ctx = h->ctx;
+	uint64_t ref = (uintptr_t)done[0]->cookie & ~(IO_READAHEAD | IO_WRITE);
+	struct upg_region *r = region_by_id(ctx, page_ref_region(ref));
+	uint64_t idx = page_ref_index(ref), flags;
+
+	if (!r)
+		return false;
+	for (unsigned k = 0; k < n; k++)
+		if (pg_load(&r->state[idx + k]) & PG_STALE)
+			return false;
+	flags = map_clean(h, false, n) ? 0 : PG_DIRTY;
+	if (uffd_copy(ctx->uffd, page_addr(r, idx), done[0]->buf, n * region_page_size(r),
+		      flags ? 0 : UFFDIO_COPY_MODE_WP) < 0)
+		return false;
+	stat_add(&h->stats.swap_ins, n);
+	for (unsigned k = 0; k < n; k++) {
+		uint64_t ra = ((uintptr_t)done[k]->cookie & IO_READAHEAD) ? PG_RA : 0;
+
+		page_release(r, idx + k, pg_make(0, PG_RESIDENT, done[k]->slot + 1, flags | ra));
+		paging_resident(h, r, idx + k);
+	}
+	return true;
+}
+
 void paging_reap(struct handler *h)
 {
 	struct paging_handler *ph = &h->paging;
-	struct backend_io *done[16];
+	struct backend_io *done[64];
 	unsigned n = ph->npending;
 	int got;
 
@@ -307,8 +371,15 @@ void paging_reap(struct handler *h)
 			ph->pending[ph->npending++] = ph->pending[i];
 	}
 	/* At most as many in flight as buffers, and pending has room for all. */
-	while ((got = backend_reap(ph->queue, done, 16, 0)) > 0) {
-		for (int i = 0; i < got; i++) {
+	while ((got = backend_reap(ph->queue, done, 64, 0)) > 0) {
+		for (unsigned i = 0, len; i < (unsigned)got; i += len) {
+			len = run_length(ph, done + i, (unsigned)got - i);
+			if (len > 1 && map_run(h, done + i, len)) {
+				for (unsigned k = 0; k < len; k++)
+					buf_put(ph, done[i + k]);
+				continue;
+			}
+			len = 1;
 			if (swapin_done(h, done[i]))
 				buf_put(ph, done[i]);
 			else
@@ -332,7 +403,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_AGAIN;
 	/* Clean: its copy in swap is current, and write-protect tells us
 	 * when that stops being true. */
-	clean = f->slot1 && !f->dirty && map_clean(h, write);
+	clean = f->slot1 && !f->dirty && map_clean(h, write, 1);
 	/* A copy leaves the frame holding memory too, for a while. */
 	copy = !evict_back_moves(pg, clean);
 	if (copy && !paging_reserve(pg)) {
