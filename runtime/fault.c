@@ -309,37 +309,33 @@ static void removed(struct handler *h, uintptr_t start, uintptr_t end)
 {
 	struct upg_ctx *ctx = h->ctx;
 	struct paging *pg = ctx->paging;
+	uintptr_t from = start;
+	bool theirs = false;
 
 	if (pg) {
 		uintptr_t frames = (uintptr_t)pg->frames, ps = pg->page_size;
 		uint64_t n = atomic_load_explicit(&pg->own.npages, memory_order_acquire);
 		uintptr_t s = atomic_load_explicit(&pg->own.start, memory_order_relaxed);
-		uintptr_t e = s + n * ps, from = start;
-		bool theirs = false;
+		uintptr_t e = s + n * ps;
 
 		if (start >= frames && end <= frames + pg->nframes * ps)
 			return;
-		if (n && start < e && end > s) {
-			for (uintptr_t a = start > s ? start : s; a < end && a < e; a += ps) {
-				if (!evict_own_removal(pg, a))
-					continue;
-				if (from < a) {
-					for_each_region(ctx, from, a, region_forget);
-					theirs = true;
-				}
-				from = a + ps;
-			}
-			if (from < end) {
-				for_each_region(ctx, from, end, region_forget);
+		for (uintptr_t a = start > s ? start : s; n && a < end && a < e; a += ps) {
+			if (!evict_own_removal(pg, a))
+				continue;
+			if (from < a) {
+				for_each_region(ctx, from, a, region_forget);
 				theirs = true;
 			}
-			if (theirs)
-				stat_inc(&h->stats.events_remove);
-			return;
+			from = a + ps;
 		}
 	}
-	stat_inc(&h->stats.events_remove);
-	for_each_region(ctx, start, end, region_forget);
+	if (from < end) {
+		for_each_region(ctx, from, end, region_forget);
+		theirs = true;
+	}
+	if (theirs)
+		stat_inc(&h->stats.events_remove);
 }
 
 static void forget_and_unmap(struct upg_region *r, uintptr_t start, uintptr_t end)

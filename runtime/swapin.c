@@ -307,7 +307,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 
 /* How many of the reads done[0..n) can be mapped with one copy: good reads
  * of consecutive pages of one region into adjacent buffers. */
-static unsigned run_length(struct paging_handler *ph, struct backend_io **done, unsigned n)
+static unsigned run_length(struct backend_io **done, unsigned n)
 {
 	uint64_t ref0 = (uintptr_t)done[0]->cookie & ~(IO_READAHEAD | IO_WRITE);
 	unsigned k;
@@ -319,7 +319,6 @@ static unsigned run_length(struct paging_handler *ph, struct backend_io **done, 
 		    ((uintptr_t)done[k]->cookie & IO_WRITE))
 			break;
 	}
-	(void)ph;
 	return k;
 }
 
@@ -373,7 +372,7 @@ void paging_reap(struct handler *h)
 	/* At most as many in flight as buffers, and pending has room for all. */
 	while ((got = backend_reap(ph->queue, done, 64, 0)) > 0) {
 		for (unsigned i = 0, len; i < (unsigned)got; i += len) {
-			len = run_length(ph, done + i, (unsigned)got - i);
+			len = run_length(done + i, (unsigned)got - i);
 			if (len > 1 && map_run(h, done + i, len)) {
 				for (unsigned k = 0; k < len; k++)
 					buf_put(ph, done[i + k]);

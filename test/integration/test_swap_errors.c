@@ -366,9 +366,9 @@ Test(swap_errors, buffered_without_o_direct, .timeout = 120, .fini = unmount_fs)
 	upg_ctx_destroy(ctx);
 }
 
-/* Runs fn over every page of [base, base + pages): counts pages that raise
- * SIGBUS in *sigbus (and marks them in lost[]), and pages whose contents are
- * wrong in *wrong. */
+/* Reads every page of [base, base + pages) not yet in lost[]: counts pages
+ * that raise SIGBUS in *sigbus (and marks them in lost[]), and pages whose
+ * contents are wrong (not generation gen) in *wrong. */
 static void read_back(uint8_t *base, size_t ps, uint64_t pages, uint64_t gen, uint8_t *lost,
 		      volatile uint64_t *sigbus, volatile uint64_t *wrong)
 {
