@@ -572,9 +572,12 @@ static int file_open(struct swapfile *s, unsigned i, const char *path, uint64_t 
 		s->files_buffered++;
 	}
 	/* Reserve the blocks now, so that a full disk fails here rather than
-	 * at some write much later; without fallocate, the file stays sparse. */
-	if (fallocate(fd, 0, 0, (off_t)size) &&
-	    (errno != EOPNOTSUPP || ftruncate(fd, (off_t)size))) {
+	 * at some write much later; without fallocate, the file stays sparse.
+	 * tmpfs gives up with EINTR whenever a signal is pending: go again. */
+	do
+		ret = fallocate(fd, 0, 0, (off_t)size) ? -errno : 0;
+	while (ret == -EINTR);
+	if (ret && (ret != -EOPNOTSUPP || ftruncate(fd, (off_t)size))) {
 		ret = -errno;
 		pr_perr(ret, "%s: cannot allocate %llu bytes", path, (unsigned long long)size);
 		if (!created && ftruncate(fd, 0)) {
