@@ -212,15 +212,7 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, bool write)
 	return 0;
 }
 
-static int sf_queue_read(struct backend_queue *q, struct backend_io *io)
-{
-	return queue_io(q, io, false);
-}
-
-static int sf_queue_write(struct backend_queue *q, struct backend_io *io)
-{
-	return queue_io(q, io, true);
-}
+BACKEND_DEFINE_QUEUE_RW(sf, queue_io)
 
 static int sf_submit(struct backend_queue *bq)
 {

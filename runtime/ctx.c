@@ -249,6 +249,9 @@ int upg_stats_get(upg_ctx *ctx, struct upg_stats *st)
 		all.evict_path = pg->path;
 		all.cooling_bytes = atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) *
 				    pg->page_size;
+		all.pinned_pages = atomic_load_explicit(&pg->pinned_pages, memory_order_relaxed);
+		all.file_writes += atomic_load_explicit(&pg->api_file_writes, memory_order_relaxed);
+		all.flushes = atomic_load_explicit(&pg->flushes, memory_order_relaxed);
 	}
 	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
 	st->size = size < sizeof(all) ? size : (uint32_t)sizeof(all);

@@ -29,9 +29,11 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "backend.h"
 #include "compat.h"
+#include "datafile.h"
 #include "fault.h"
 #include "resq.h"
 #include "stats.h"
@@ -61,6 +63,11 @@ struct frame {
 struct paging {
 	struct upg_ctx *ctx;
 	struct backend *backend;
+	/* The data files of file regions (datafile.h): their slots carry
+	 * DATAFILE_SLOT_TAG, so a slot alone says which backend holds it. */
+	struct backend *files;
+	/* The database API's counters (dbapi.c), kept by application threads. */
+	_Atomic uint64_t pinned_pages, api_file_writes, flushes;
 	uint32_t policy;
 	uint32_t path;            /* enum upg_evict_path */
 	bool evict_ready;         /* evict_init() done */
@@ -106,6 +113,7 @@ struct paging {
 	_Atomic bool sleeping;
 	_Atomic bool stop;
 	struct backend_queue *queue;
+	struct backend_queue *fqueue;   /* on files */
 	struct handler_stats stats;
 	uint64_t errors_seen;     /* write_errors when swap_health() last looked */
 	int write_error;          /* how the last write-back failed (logged once), or 0 */
@@ -119,6 +127,7 @@ struct paging {
 /* Per-handler state. */
 struct paging_handler {
 	struct backend_queue *queue;
+	struct backend_queue *fqueue;   /* on pg->files */
 	struct resq resq;
 	struct backend_io *ios;   /* one per buffer */
 	uint8_t *bufs;
@@ -156,6 +165,7 @@ int paging_handler_init(struct handler *h);
 void paging_handler_fini(struct handler *h);
 /* The fds the handler polls: I/O completions, and memory freed. */
 int paging_handler_fd(struct handler *h);
+int paging_handler_file_fd(struct handler *h);
 int paging_handler_wake_fd(struct handler *h);
 
 /*
@@ -175,7 +185,8 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 			   bool write);
 fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
 			   bool write);
-fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx);
+/* A write to a write-protected page; tid: the writer, or 0 if unknown. */
+fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx, pid_t tid);
 void paging_reap(struct handler *h);
 /* A fault on page idx of r while it was busy: if it continues the
  * handler's sequential stream, read further ahead. */
@@ -222,6 +233,28 @@ const char *evict_path_name(uint32_t path);
 /* Reclaimer (reclaim.c). */
 void *paging_reclaimer_main(void *arg);
 void paging_kick(struct paging *pg);
+
+/* The page at slot is dead: a swap slot is discarded; a data-file page
+ * stays where it is (the file is the truth). */
+static inline void paging_discard(struct paging *pg, uint64_t slot)
+{
+	if (!datafile_slot_is_file(slot))
+		backend_discard(pg->backend, &slot, 1);
+}
+
+/* Of a pair of queues (swap, data files), the one that moves slot. */
+static inline struct backend_queue *paging_queue(struct backend_queue *swap,
+						 struct backend_queue *files, uint64_t slot)
+{
+	return datafile_slot_is_file(slot) ? files : swap;
+}
+
+/* Submit what the handler queued on either queue. */
+static inline void paging_submit(struct paging_handler *ph)
+{
+	backend_submit(ph->queue);
+	backend_submit(ph->fqueue);
+}
 
 static inline uint8_t *frame_addr(struct paging *pg, uint64_t f)
 {

@@ -1,7 +1,10 @@
 /* swapin.c - the handler's side of paging: pages coming back in. */
 #define LOG_PREFIX "swapin: "
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "ctx.h"
 #include "log.h"
@@ -75,6 +78,24 @@ static bool map_clean(struct handler *h, bool write, unsigned pages)
 	return true;
 }
 
+/* Whether page idx of r, in state w, is to be read in: in swap, or in a file
+ * region and not in memory (a page of a file region never touched is in
+ * its file). */
+static inline bool readable_page(const struct upg_region *r, uint64_t w)
+{
+	return pg_state(w) == PG_SWAPPED || (r->file && pg_state(w) == PG_NONE);
+}
+
+/* A read-only file region's pages are always mapped clean: their
+ * write-protection is what refuses writes (paging_wp_fault). */
+static inline bool map_clean_page(struct handler *h, const struct upg_region *r, bool write,
+				  unsigned pages)
+{
+	if (r->rdonly)
+		return h->ctx->features & UPG_FEAT_WP;
+	return map_clean(h, write, pages);
+}
+
 /* Queue the read of page idx of r, claimed by the caller (word w before). */
 static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
 			 uint64_t mark)
@@ -82,10 +103,10 @@ static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, 
 	struct paging_handler *ph = &h->paging;
 	struct backend_io *io = buf_get(ph);
 
-	io->slot = pg_val(w) - 1;
+	io->slot = r->file ? region_file_slot(r, idx) : pg_val(w) - 1;
 	io->crc = r->crc[idx];
 	io->cookie = (void *)(uintptr_t)(page_ref(r->id, idx) | mark);
-	if (backend_queue_read(ph->queue, io) == 0)
+	if (backend_queue_read(paging_queue(ph->queue, ph->fqueue, io->slot), io) == 0)
 		return true;
 	buf_put(ph, io);
 	return false;
@@ -167,7 +188,7 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 	for (; j < end && ph->nfree; j++) {
 		uint64_t w = pg_load(&r->state[j]);
 
-		if (pg_state(w) != PG_SWAPPED)
+		if (!readable_page(r, w))
 			continue;
 		if (!paging_reserve(pg))
 			break;
@@ -192,7 +213,7 @@ void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx)
 
 	readahead(h, r, idx, false);
 	if (h->paging.nfree != before)
-		backend_submit(h->paging.queue);
+		paging_submit(&h->paging);
 }
 
 fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
@@ -216,7 +237,7 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_ERROR;
 	}
 	readahead(h, r, idx, true);
-	backend_submit(ph->queue);
+	paging_submit(ph);
 	stat_inc(&h->stats.faults_major);
 	return FAULT_QUEUED;
 }
@@ -232,7 +253,7 @@ static void poison(struct handler *h, struct upg_region *r, uint64_t idx, uint64
 		pr_perr(err, "swap-in of page %#lx failed, page poisoned", (unsigned long)addr);
 	stat_inc(&h->stats.read_errors);
 	stat_inc(&h->stats.poisoned);
-	backend_discard(ctx->paging->backend, &slot, 1);
+	paging_discard(ctx->paging, slot);
 	page_release(r, idx, pg_make(0, PG_POISONED, 0, 0));
 	/* Without UFFDIO_POISON, the woken thread faults again and its
 	 * handler signals it (fault.c, deliver_poison). */
@@ -246,7 +267,7 @@ static void drop(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t
 	struct paging *pg = h->ctx->paging;
 
 	page_release(r, idx, pg_make(0, PG_NONE, 0, 0));
-	backend_discard(pg->backend, &slot, 1);
+	paging_discard(pg, slot);
 	paging_unreserve(pg, 1);
 	uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
 }
@@ -265,7 +286,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 
 	if (!r) {
 		/* Destroyed while reading: this page was ours to clean up. */
-		backend_discard(pg->backend, &io->slot, 1);
+		paging_discard(pg, io->slot);
 		paging_unreserve(pg, 1);
 		return true;
 	}
@@ -284,7 +305,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 	}
 	/* Keep the slot: clean, the page is mapped read-only so that its
 	 * first write tells us. */
-	flags = map_clean(h, (uintptr_t)io->cookie & IO_WRITE, 1) ? 0 : PG_DIRTY;
+	flags = map_clean_page(h, r, (uintptr_t)io->cookie & IO_WRITE, 1) ? 0 : PG_DIRTY;
 	ret = uffd_copy(ctx->uffd, addr, io->buf, region_page_size(r),
 			flags ? 0 : UFFDIO_COPY_MODE_WP);
 	if (ret == -EAGAIN) {
@@ -294,7 +315,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		stat_inc(&h->stats.ioctl_retries);
 		return false;
 	}
-	stat_inc(&h->stats.swap_ins);
+	stat_inc(datafile_slot_is_file(io->slot) ? &h->stats.file_reads : &h->stats.swap_ins);
 	if (ret < 0 && ret != -EEXIST) {
 		/* The range went away under us (unmap, destroy). */
 		drop(h, r, idx, io->slot);
@@ -339,11 +360,11 @@ static bool map_run(struct handler *h, struct backend_io **done, unsigned n)
 	for (unsigned k = 0; k < n; k++)
 		if (pg_load(&r->state[idx + k]) & PG_STALE)
 			return false;
-	flags = map_clean(h, false, n) ? 0 : PG_DIRTY;
+	flags = map_clean_page(h, r, false, n) ? 0 : PG_DIRTY;
 	if (uffd_copy(ctx->uffd, page_addr(r, idx), done[0]->buf, n * region_page_size(r),
 		      flags ? 0 : UFFDIO_COPY_MODE_WP) < 0)
 		return false;
-	stat_add(&h->stats.swap_ins, n);
+	stat_add(r->file ? &h->stats.file_reads : &h->stats.swap_ins, n);
 	for (unsigned k = 0; k < n; k++) {
 		uint64_t ra = ((uintptr_t)done[k]->cookie & IO_READAHEAD) ? PG_RA : 0;
 
@@ -353,24 +374,15 @@ static bool map_run(struct handler *h, struct backend_io **done, unsigned n)
 	return true;
 }
 
-void paging_reap(struct handler *h)
+/* Map what q has read. */
+static void reap_queue(struct handler *h, struct backend_queue *q)
 {
 	struct paging_handler *ph = &h->paging;
 	struct backend_io *done[64];
-	unsigned n = ph->npending;
 	int got;
 
-	if (!ph->queue)
-		return;
-	ph->npending = 0;
-	for (unsigned i = 0; i < n; i++) {
-		if (swapin_done(h, ph->pending[i]))
-			buf_put(ph, ph->pending[i]);
-		else
-			ph->pending[ph->npending++] = ph->pending[i];
-	}
 	/* At most as many in flight as buffers, and pending has room for all. */
-	while ((got = backend_reap(ph->queue, done, 64, 0)) > 0) {
+	while ((got = backend_reap(q, done, 64, 0)) > 0) {
 		for (unsigned i = 0, len; i < (unsigned)got; i += len) {
 			len = run_length(done + i, (unsigned)got - i);
 			if (len > 1 && map_run(h, done + i, len)) {
@@ -385,6 +397,24 @@ void paging_reap(struct handler *h)
 				ph->pending[ph->npending++] = done[i];
 		}
 	}
+}
+
+void paging_reap(struct handler *h)
+{
+	struct paging_handler *ph = &h->paging;
+	unsigned n = ph->npending;
+
+	if (!ph->queue)
+		return;
+	ph->npending = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (swapin_done(h, ph->pending[i]))
+			buf_put(ph, ph->pending[i]);
+		else
+			ph->pending[ph->npending++] = ph->pending[i];
+	}
+	reap_queue(h, ph->queue);
+	reap_queue(h, ph->fqueue);
 }
 
 fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
@@ -402,7 +432,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_AGAIN;
 	/* Clean: its copy in swap is current, and write-protect tells us
 	 * when that stops being true. */
-	clean = f->slot1 && !f->dirty && map_clean(h, write, 1);
+	clean = f->slot1 && !f->dirty && map_clean_page(h, r, write, 1);
 	/* A copy leaves the frame holding memory too, for a while. */
 	copy = !evict_back_moves(pg, clean);
 	if (copy && !paging_reserve(pg)) {
@@ -437,11 +467,22 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	return FAULT_DONE;
 }
 
-fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx)
+fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx, pid_t tid)
 {
 	page_word *pw = &r->state[idx];
 	uint64_t w = pg_load(pw);
 	uintptr_t addr = page_addr(r, idx);
+
+	if (r->rdonly) {
+		/* A write to a read-only file region: refused, as the kernel
+		 * refuses one to a read-only mapping. The page stays
+		 * protected; the signal interrupts the writer's fault. */
+		if (tid > 0)
+			syscall(SYS_tgkill, getpid(), tid, SIGSEGV);
+		else
+			kill(getpid(), SIGSEGV);
+		return FAULT_ERROR;
+	}
 
 	for (;;) {
 		if (pg_state(w) == PG_BUSY) {

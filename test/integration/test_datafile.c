@@ -1,0 +1,426 @@
+/*
+ * File regions and the database API: pages read from and written back to a
+ * data file under a memory limit a quarter of the file, bad input refused at
+ * creation, upg_flush/upg_evict, pins under reclaim pressure, and crash
+ * consistency (a child flushing in a loop, SIGKILLed at random points).
+ *
+ * Files live in $TMPDIR (else /var/tmp): O_DIRECT wants a real filesystem.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "itest.h"
+
+#define LIMIT (4 * MiB)
+#define FILE_SIZE (4 * LIMIT)
+
+static char dir[4096];
+static int dir_made;
+static char data_path[4200];
+
+static void dir_make(void)
+{
+	snprintf(dir, sizeof(dir), "%s/upager-dbtest-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
+	cr_assert_not_null(mkdtemp(dir), "mkdtemp %s: %s", dir, strerror(errno));
+	dir_made = 1;
+	snprintf(data_path, sizeof(data_path), "%s/data", dir);
+}
+
+/* .fini: the data file, then the directory (swap files in it are unlinked). */
+static void dir_remove(void)
+{
+	if (!dir_made)
+		return;
+	unlink(data_path);
+	if (rmdir(dir) == 0)
+		dir_made = 0;
+}
+
+/* A config paging under limit to a swap file at swap (a directory: an
+ * unlinked file in it), with two handlers. */
+static void db_config(struct upg_config *cfg, struct upg_swap_file *sf, const char *swap,
+		      uint64_t limit)
+{
+	*sf = (struct upg_swap_file){ .path = swap, .size = 64 * MiB };
+	upg_config_init(cfg);
+	cfg->mem_limit = limit;
+	cfg->swap_files = sf;
+	cfg->nswap_files = 1;
+	cfg->handler_threads = 2;
+}
+
+static upg_ctx *db_ctx(uint64_t limit)
+{
+	static struct upg_swap_file sf;
+	struct upg_config cfg;
+
+	features_or_skip();
+	if (!dir_made)
+		dir_make();
+	db_config(&cfg, &sf, dir, limit);
+	return ctx_new(&cfg);
+}
+
+static int file_region(upg_ctx *ctx, uint64_t size, uint32_t flags, uint64_t off, upg_region **r)
+{
+	struct upg_region_opts opts;
+
+	upg_region_opts_init(&opts);
+	opts.file = data_path;
+	opts.file_offset = off;
+	opts.flags = flags;
+	return upg_region_create(ctx, size, &opts, r);
+}
+
+static upg_region *file_region_ok(upg_ctx *ctx, uint64_t size, uint32_t flags)
+{
+	upg_region *r = NULL;
+	int ret = file_region(ctx, size, flags, 0, &r);
+
+	cr_assert_eq(ret, 0, "file region of %llu bytes: %s", (unsigned long long)size,
+		     upg_strerror(ret));
+	return r;
+}
+
+/* The first page of the file at data_path that does not hold pattern gen,
+ * or -1. */
+static long check_file(uint64_t pages, uint64_t gen)
+{
+	size_t ps = itest_page();
+	uint8_t *buf = malloc(ps);
+	int fd = open(data_path, O_RDONLY);
+	long bad = -1;
+
+	cr_assert(fd >= 0 && buf);
+	for (uint64_t i = 0; i < pages && bad < 0; i++)
+		if (pread(fd, buf, ps, (off_t)(i * ps)) != (ssize_t)ps ||
+		    pattern_check(buf, ps, gen, i) >= 0)
+			bad = (long)i;
+	close(fd);
+	free(buf);
+	return bad;
+}
+
+/* Memory held stays near the limit (sampled once, after the run). */
+static void assert_bounded(upg_ctx *ctx)
+{
+	struct upg_stats st = stats_of(ctx);
+
+	cr_assert_leq(st.resident_bytes + st.cooling_bytes, LIMIT + 128 * itest_page(),
+		      "resident %llu + cooling %llu over the limit",
+		      (unsigned long long)st.resident_bytes, (unsigned long long)st.cooling_bytes);
+}
+
+/* Read-write round trip through a file 4x the budget; then read-only after
+ * reopening. Pages never go to swap. */
+Test(datafile, rw_roundtrip_under_pressure, .timeout = 120, .fini = dir_remove)
+{
+	upg_ctx *ctx = db_ctx(LIMIT);
+	size_t ps = itest_page();
+	uint64_t pages = FILE_SIZE / ps;
+	upg_region *r = file_region_ok(ctx, FILE_SIZE, UPG_REGION_FILE_CREATE);
+	uint8_t *p = upg_region_addr(r);
+	struct upg_stats st;
+	struct stat sb;
+	long bad;
+
+	cr_assert_eq(check_zero(p, ps, 0, 8), -1, "a new file reads as zeros");
+	fill_pages(p, ps, 0, pages, 1);
+	bad = check_pages(p, ps, 0, pages, 1);
+	cr_assert_eq(bad, -1, "page %ld wrong after the fill", bad);
+	assert_bounded(ctx);
+	cr_assert_eq(upg_region_destroy(r), 0);
+	st = stats_of(ctx);
+	cr_assert_gt(st.file_writes, 0);
+	cr_assert_gt(st.file_reads, 0);
+	cr_assert_eq(st.swap_outs, 0, "file pages went to swap");
+	cr_assert_eq(stat(data_path, &sb), 0);
+	cr_assert_eq((uint64_t)sb.st_size, FILE_SIZE, "the file grew to the region");
+	bad = check_file(pages, 1);
+	cr_assert_eq(bad, -1, "page %ld of the file wrong", bad);
+
+	r = file_region_ok(ctx, FILE_SIZE, UPG_REGION_FILE_RDONLY);
+	p = upg_region_addr(r);
+	for (int pass = 0; pass < 2; pass++) {
+		bad = check_pages(p, ps, 0, pages, 1);
+		cr_assert_eq(bad, -1, "page %ld wrong after reopening (pass %d)", bad, pass);
+	}
+	assert_bounded(ctx);
+	cr_assert_eq(upg_region_destroy(r), 0);
+	upg_ctx_destroy(ctx);
+}
+
+/* A region at an offset into a file, then its pages from the file. */
+Test(datafile, offset_mapping, .timeout = 60, .fini = dir_remove)
+{
+	upg_ctx *ctx = db_ctx(LIMIT);
+	size_t ps = itest_page();
+	upg_region *r = file_region_ok(ctx, 64 * ps, UPG_REGION_FILE_CREATE);
+	upg_region *tail = NULL;
+
+	fill_pages(upg_region_addr(r), ps, 0, 64, 7);
+	cr_assert_eq(upg_flush(r, 0, 64 * ps, 0), 0);
+	cr_assert_eq(file_region(ctx, 32 * ps, UPG_REGION_FILE_RDONLY, 32 * ps, &tail), 0);
+	for (uint64_t i = 0; i < 32; i++)
+		cr_assert_eq(pattern_check((uint8_t *)upg_region_addr(tail) + i * ps, ps, 7, 32 + i),
+			     -1, "page %llu", (unsigned long long)i);
+	upg_region_destroy(tail);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+}
+
+Test(datafile, bad_input, .timeout = 60, .fini = dir_remove)
+{
+	upg_ctx *ctx = db_ctx(LIMIT), *plain;
+	size_t ps = itest_page();
+	struct upg_region_opts opts;
+	upg_region *r = NULL;
+	int fd;
+
+	/* Missing file, read-write or read-only, without CREATE. */
+	cr_assert_eq(file_region(ctx, 16 * ps, 0, 0, &r), -ENOENT);
+	cr_assert_eq(file_region(ctx, 16 * ps, UPG_REGION_FILE_RDONLY, 0, &r), -ENOENT);
+	cr_assert_null(r);
+	/* A file of 8 pages: too short for a read-only mapping of 16. */
+	fd = open(data_path, O_CREAT | O_RDWR, 0644);
+	cr_assert(fd >= 0);
+	cr_assert_eq(ftruncate(fd, (off_t)(8 * ps)), 0);
+	close(fd);
+	cr_assert_eq(file_region(ctx, 16 * ps, UPG_REGION_FILE_RDONLY, 0, &r), -EINVAL);
+	cr_assert_eq(file_region(ctx, 8 * ps, UPG_REGION_FILE_RDONLY, ps, &r), -EINVAL);
+	/* Bad offsets and sizes. */
+	cr_assert_eq(file_region(ctx, 8 * ps, 0, 100, &r), -EINVAL);
+	cr_assert_eq(file_region(ctx, 8 * ps + 1, 0, 0, &r), -EINVAL);
+	cr_assert_eq(file_region(ctx, 0, 0, 0, &r), -EINVAL);
+	cr_assert_eq(file_region(ctx, 8 * ps, 1u << 7, 0, &r), -EINVAL);
+	/* A directory is not a data file. */
+	upg_region_opts_init(&opts);
+	opts.file = dir;
+	cr_assert_eq(upg_region_create(ctx, 8 * ps, &opts, &r), -EISDIR);
+	opts.flags = UPG_REGION_FILE_RDONLY;
+	cr_assert_eq(upg_region_create(ctx, 0, &opts, &r), -EINVAL);
+	cr_assert_eq(upg_region_create(ctx, ps, &opts, &r), -EINVAL);
+	/* File flags without a file. */
+	upg_region_opts_init(&opts);
+	opts.flags = UPG_REGION_FILE_RDONLY;
+	cr_assert_eq(upg_region_create(ctx, 8 * ps, &opts, &r), -EINVAL);
+	/* The read-only mapping that fits works. */
+	cr_assert_eq(file_region(ctx, 8 * ps, UPG_REGION_FILE_RDONLY, 0, &r), 0);
+	cr_assert_eq(check_zero(upg_region_addr(r), ps, 0, 8), -1);
+	/* Flush and evict want a read-write file region; ranges inside it. */
+	cr_assert_eq(upg_flush(r, 0, ps, 0), -EINVAL);
+	cr_assert_eq(upg_evict(r, 0, 9 * ps), -EINVAL);
+	cr_assert_eq(upg_pin(r, 8 * ps, 1), -EINVAL);
+	cr_assert_eq(upg_unpin(r, 0, ps), -EPERM);
+	cr_assert_eq(upg_region_destroy(r), 0);
+	/* A file region needs a budget. */
+	plain = ctx_new(NULL);
+	cr_assert_eq(file_region(plain, 8 * ps, 0, 0, &r), -EINVAL);
+	upg_ctx_destroy(plain);
+	upg_ctx_destroy(ctx);
+}
+
+/* Flush writes dirty pages and keeps them resident and clean; a later write
+ * is tracked and flushed again; evict drops pages the next touch reads back. */
+Test(datafile, flush_and_evict, .timeout = 60, .fini = dir_remove)
+{
+	upg_ctx *ctx = db_ctx(LIMIT);
+	size_t ps = itest_page();
+	uint64_t pages = 128;
+	upg_region *r = file_region_ok(ctx, pages * ps, UPG_REGION_FILE_CREATE);
+	uint8_t *p = upg_region_addr(r);
+	struct upg_stats before, after;
+	long bad;
+
+	fill_pages(p, ps, 0, pages, 3);
+	cr_assert_eq(upg_flush(r, 0, pages * ps, 0), 0);
+	bad = check_file(pages, 3);
+	cr_assert_eq(bad, -1, "page %ld not flushed", bad);
+	before = stats_of(ctx);
+	cr_assert_eq(check_pages(p, ps, 0, pages, 3), -1);
+	after = stats_of(ctx);
+	cr_assert_eq(after.faults_major, before.faults_major, "flushed pages left memory");
+	cr_assert_eq(after.flushes, before.flushes);
+	/* Nothing dirty: a second flush writes nothing. */
+	cr_assert_eq(upg_flush(r, 0, pages * ps, 0), 0);
+	cr_assert_eq(stats_of(ctx).file_writes, after.file_writes);
+	/* Write half again: only those are written, and the file follows. */
+	fill_pages(p, ps, 0, pages / 2, 4);
+	cr_assert_eq(upg_flush(r, 0, pages * ps, UPG_FLUSH_NOSYNC), 0);
+	if (upg_ctx_features(ctx) & UPG_FEAT_WP)
+		cr_assert_eq(stats_of(ctx).file_writes, after.file_writes + pages / 2);
+	cr_assert_eq(check_file(pages / 2, 4), -1);
+
+	cr_assert_eq(upg_evict(r, 0, pages * ps), 0);
+	if (upg_ctx_features(ctx) & UPG_FEAT_WP)
+		cr_assert_eq(stats_of(ctx).resident_bytes, 0, "evicted pages still resident");
+	before = stats_of(ctx);
+	cr_assert_eq(check_pages(p, ps, 0, pages / 2, 4), -1);
+	cr_assert_eq(check_pages(p, ps, pages / 2, pages / 2, 3), -1);
+	if (upg_ctx_features(ctx) & UPG_FEAT_WP)
+		cr_assert_gt(stats_of(ctx).file_reads, before.file_reads);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+}
+
+/* Pinned pages stay in memory, with their contents, while a stream 4x the
+ * budget goes through the rest of the region. */
+Test(datafile, pins_hold_under_pressure, .timeout = 120, .fini = dir_remove)
+{
+	upg_ctx *ctx = db_ctx(LIMIT);
+	size_t ps = itest_page();
+	uint64_t pages = FILE_SIZE / ps, npin = 128;
+	upg_region *r = file_region_ok(ctx, FILE_SIZE, UPG_REGION_FILE_CREATE);
+	uint8_t *p = upg_region_addr(r);
+	struct upg_stats before, after;
+
+	fill_pages(p, ps, 0, npin, 5);
+	cr_assert_eq(upg_pin(r, 0, npin * ps), 0);
+	cr_assert_eq(stats_of(ctx).pinned_pages, npin);
+	for (int pass = 0; pass < 2; pass++)
+		fill_pages(p, ps, npin, pages - npin, 6 + (uint64_t)pass);
+	before = stats_of(ctx);
+	cr_assert_gt(before.evicted, pages - npin, "no reclaim pressure");
+	cr_assert_eq(check_pages(p, ps, 0, npin, 5), -1);
+	after = stats_of(ctx);
+	cr_assert_eq(new_faults(&after), new_faults(&before), "a pinned page had left memory");
+	/* Pinned pages are not written back by a flush either: their place
+	 * in the file still reads as zeros (the file is sparse there). */
+	cr_assert_eq(upg_flush(r, 0, npin * ps, 0), 0);
+	{
+		uint8_t *buf = malloc(npin * ps);
+		int fd = open(data_path, O_RDONLY);
+
+		cr_assert(fd >= 0 && buf);
+		cr_assert_eq(pread(fd, buf, npin * ps, 0), (ssize_t)(npin * ps));
+		cr_assert(all_zero(buf, npin * ps), "a pinned page was written back");
+		close(fd);
+		free(buf);
+	}
+	cr_assert_eq(upg_unpin(r, 0, npin * ps), 0);
+	cr_assert_eq(stats_of(ctx).pinned_pages, 0);
+	/* Unpinned, they go out like the rest. */
+	fill_pages(p, ps, npin, pages - npin, 9);
+	cr_assert_eq(check_pages(p, ps, 0, npin, 5), -1);
+	assert_bounded(ctx);
+	upg_region_destroy(r);
+	cr_assert_eq(check_file(npin, 5), -1);
+	upg_ctx_destroy(ctx);
+}
+
+/*
+ * Crash consistency. The child updates random pages to generation g (the
+ * whole page: gen in word 0, the pattern of (g, page) in the rest), flushes,
+ * and records in shared memory that page's flushed generation; it is killed
+ * at a random point. After each kill every page of the file holds a whole
+ * page of one generation, no older than its last flushed one.
+ */
+#define CRASH_PAGES 2048u
+#define CRASH_ROUNDS 4
+
+static void gen_fill(uint8_t *page, size_t ps, uint64_t gen, uint64_t idx)
+{
+	pattern_fill(page, ps, gen, idx);
+	memcpy(page, &gen, sizeof(gen));
+}
+
+/* The generation the page holds whole, 0 for zeros, UINT64_MAX if torn. */
+static uint64_t gen_of(const uint8_t *page, size_t ps, uint64_t idx)
+{
+	uint64_t gen, w;
+
+	memcpy(&gen, page, sizeof(gen));
+	if (!gen)
+		return all_zero(page, ps) ? 0 : UINT64_MAX;
+	for (size_t k = 1; k < ps / 8; k++) {
+		memcpy(&w, page + 8 * k, 8);
+		if (w != pattern_word(gen, idx, k))
+			return UINT64_MAX;
+	}
+	return gen;
+}
+
+static void crash_child(_Atomic uint64_t *flushed, uint64_t gen0, uint64_t seed)
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	struct upg_swap_file sf;
+	struct upg_config cfg;
+	struct upg_region_opts opts;
+	upg_region *r;
+	upg_ctx *ctx;
+	uint8_t *p;
+
+	db_config(&cfg, &sf, dir, 2 * MiB);
+	upg_region_opts_init(&opts);
+	opts.file = data_path;
+	opts.flags = UPG_REGION_FILE_CREATE;
+	if (upg_ctx_create(&cfg, &ctx) || upg_region_create(ctx, CRASH_PAGES * ps, &opts, &r))
+		_exit(2);
+	p = upg_region_addr(r);
+	for (uint64_t g = gen0;; g++) {
+		uint32_t picked[64];
+
+		for (unsigned i = 0; i < 64; i++) {
+			picked[i] = (uint32_t)(xorshift64(&seed) % CRASH_PAGES);
+			gen_fill(p + (size_t)picked[i] * ps, ps, g, picked[i]);
+		}
+		if (upg_flush(r, 0, CRASH_PAGES * ps, 0))
+			_exit(3);
+		for (unsigned i = 0; i < 64; i++)
+			atomic_store(&flushed[picked[i]], g);
+	}
+}
+
+Test(datafile, crash_consistency, .timeout = 180, .fini = dir_remove)
+{
+	size_t ps = itest_page();
+	_Atomic uint64_t *flushed = mmap(NULL, CRASH_PAGES * 8, PROT_READ | PROT_WRITE,
+					 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint8_t *buf = malloc(ps);
+	uint64_t seed = 0x5eed1234, gen0 = 1, checked_gens = 0;
+
+	features_or_skip();
+	dir_make();
+	cr_assert(flushed != MAP_FAILED && buf);
+	for (int round = 0; round < CRASH_ROUNDS; round++) {
+		uint64_t maxgen = 0;
+		int status, fd;
+		pid_t pid = fork();
+
+		cr_assert(pid >= 0);
+		if (pid == 0)
+			crash_child(flushed, gen0, seed + (uint64_t)round);
+		itest_sleep_ms(150 + (double)(xorshift64(&seed) % 400));
+		kill(pid, SIGKILL);
+		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		cr_assert(WIFSIGNALED(status), "the child failed (status %#x)", status);
+		fd = open(data_path, O_RDONLY);
+		cr_assert(fd >= 0);
+		for (uint64_t i = 0; i < CRASH_PAGES; i++) {
+			ssize_t got = pread(fd, buf, ps, (off_t)(i * ps));
+			uint64_t g = 0, want = atomic_load(&flushed[i]);
+
+			if (got == (ssize_t)ps)
+				g = gen_of(buf, ps, i);
+			else
+				cr_assert(got >= 0 && all_zero(buf, (size_t)got));
+			cr_assert_neq(g, UINT64_MAX, "round %d: page %llu torn", round,
+				      (unsigned long long)i);
+			cr_assert_geq(g, want, "round %d: page %llu holds gen %llu, flushed %llu",
+				      round, (unsigned long long)i, (unsigned long long)g,
+				      (unsigned long long)want);
+			maxgen = g > maxgen ? g : maxgen;
+			checked_gens += want != 0;
+		}
+		close(fd);
+		gen0 = maxgen + 1;
+	}
+	cr_assert_gt(checked_gens, 0, "no flush ever completed before a kill");
+	free(buf);
+	munmap(flushed, CRASH_PAGES * 8);
+}
+
