@@ -251,6 +251,8 @@ static void poison(struct handler *h, struct upg_region *r, uint64_t idx, uint64
 
 	if (atomic_load_explicit(&h->stats.read_errors, memory_order_relaxed) < 8)
 		pr_perr(err, "swap-in of page %#lx failed, page poisoned", (unsigned long)addr);
+	if (ctx->cfg.on_error)
+		ctx->cfg.on_error(ctx->cfg.on_error_arg, (void *)addr, err);
 	stat_inc(&h->stats.read_errors);
 	stat_inc(&h->stats.poisoned);
 	paging_discard(ctx->paging, slot);

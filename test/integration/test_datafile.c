@@ -424,3 +424,89 @@ Test(datafile, crash_consistency, .timeout = 180, .fini = dir_remove)
 	munmap(flushed, CRASH_PAGES * 8);
 }
 
+/*
+ * The error callback: a page that cannot be read back (here a swap copy
+ * overwritten behind upager's back, which fails its checksum) is reported
+ * with its address and errno before the thread touching it gets SIGBUS.
+ */
+#define MAX_REPORTS 8192u
+
+static struct {
+	_Atomic unsigned n;
+	void *addr[MAX_REPORTS];
+	int err[MAX_REPORTS];
+} reports;
+
+static void on_error(void *arg, void *addr, int err)
+{
+	unsigned i = atomic_fetch_add(&reports.n, 1);
+
+	(void)arg;
+	if (i < MAX_REPORTS) {
+		reports.addr[i] = addr;
+		reports.err[i] = err;
+	}
+}
+
+static int reported(void *addr)
+{
+	unsigned n = atomic_load(&reports.n);
+
+	for (unsigned i = 0; i < n && i < MAX_REPORTS; i++)
+		if (reports.addr[i] == addr)
+			return 1;
+	return 0;
+}
+
+Test(datafile, error_callback, .timeout = 60, .fini = dir_remove)
+{
+	size_t ps = itest_page();
+	uint64_t pages = 4 * LIMIT / ps;
+	char swap_path[4200], junk[65536];
+	struct upg_swap_file sf;
+	struct upg_config cfg;
+	volatile uint64_t sigbus = 0, wrong = 0;
+	uint64_t unreported = 0;
+	uint8_t *lost = calloc(pages, 1);
+	upg_ctx *ctx;
+	upg_region *r;
+	uint8_t *base;
+	int fd;
+
+	features_or_skip();
+	dir_make();
+	snprintf(swap_path, sizeof(swap_path), "%s/swap", dir);
+	db_config(&cfg, &sf, swap_path, LIMIT);
+	cfg.policy = UPG_POLICY_FIFO;
+	cfg.on_error = on_error;
+	cfg.on_error_arg = &reports;
+	ctx = ctx_new(&cfg);
+	r = region_new(ctx, pages * ps, 0);
+	base = upg_region_addr(r);
+	fill_pages(base, ps, 0, pages, 3);
+	fd = open(swap_path, O_WRONLY);
+	cr_assert_geq(fd, 0);
+	memset(junk, 0xa5, sizeof(junk));
+	for (off_t off = 0; off < (off_t)(64 * MiB); off += (off_t)sizeof(junk))
+		cr_assert_eq(pwrite(fd, junk, sizeof(junk), off), (ssize_t)sizeof(junk));
+	close(fd);
+
+	read_back(base, ps, pages, 3, lost, &sigbus, &wrong);
+	for (uint64_t p = 0; p < pages; p++)
+		unreported += lost[p] && !reported(base + p * ps);
+	free(lost);
+	cr_assert_eq(wrong, 0);
+	cr_assert_gt(sigbus, 0, "no page was lost");
+	cr_assert_eq(unreported, 0, "%llu lost pages were not reported",
+		     (unsigned long long)unreported);
+	cr_assert_geq(atomic_load(&reports.n), sigbus);
+	for (unsigned i = 0; i < atomic_load(&reports.n) && i < MAX_REPORTS; i++) {
+		cr_assert_eq(reports.err[i], -EBADMSG);
+		cr_assert((uint8_t *)reports.addr[i] >= base &&
+			  (uint8_t *)reports.addr[i] < base + pages * ps &&
+			  (uintptr_t)reports.addr[i] % ps == 0);
+	}
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+	unlink(swap_path);
+}
