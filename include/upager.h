@@ -303,6 +303,49 @@ int upg_pin(upg_region *region, uint64_t off, uint64_t len);
  * or -EPERM for a page that was not pinned (the others are unpinned). */
 int upg_unpin(upg_region *region, uint64_t off, uint64_t len);
 
+/* A byte range of a region. */
+struct upg_range {
+	uint64_t off;
+	uint64_t len;
+};
+
+/*
+ * Start reading the pages of ranges[0..n) of region and return at once.
+ * The context's prefetcher thread claims each page not in memory, reads it
+ * (from the region's file or from swap) and maps it, clean; a touch of a
+ * page whose read is in flight waits for that read, not a new one. When
+ * every page of the call is in (or was skipped: the budget stayed full for
+ * 100 ms, or a read failed and poisoned the page), upg_ctx_event_fd() is
+ * bumped by one. Prefetched pages take budget like faulted ones: prefetch
+ * no more than the working set that fits. flags: 0.
+ * Returns 0, -EINVAL (bad range, no mem_limit, flags) or -ENOMEM.
+ */
+int upg_prefetch(upg_region *region, const struct upg_range *ranges, unsigned n, uint32_t flags);
+
+/* An eventfd (owned by the context; do not close it) that counts finished
+ * upg_prefetch calls: poll it for POLLIN, read(2) 8 bytes to take the
+ * count. -EINVAL for a context without a mem_limit. */
+int upg_ctx_event_fd(upg_ctx *ctx);
+
+enum upg_advice {
+	UPG_ADVICE_NORMAL = 0,      /* readahead follows fault streams (default) */
+	UPG_ADVICE_SEQUENTIAL = 1,  /* read far ahead from the first fault */
+	UPG_ADVICE_RANDOM = 2,      /* no readahead: every fault reads its page only */
+	UPG_ADVICE_WILLNEED = 3,    /* upg_prefetch of the range */
+	UPG_ADVICE_DONTNEED = 4,    /* upg_evict of the range (file regions) */
+	UPG_ADVICE_COLD = 5,        /* drop the range's clean, unpinned pages now;
+				     * dirty ones stay until reclaim or a flush
+				     * (file regions) */
+};
+
+/*
+ * Tell upager how [off, off + len) of region will be used (enum
+ * upg_advice). SEQUENTIAL, RANDOM and NORMAL apply to the whole region
+ * (the range is checked, not used). Returns 0, -EINVAL, or what the call it
+ * stands for returned.
+ */
+int upg_advise(upg_region *region, uint64_t off, uint64_t len, uint32_t advice);
+
 /* ------------------------------------------------------------------------
  * Statistics
  */
@@ -367,6 +410,8 @@ struct upg_stats {
 	uint64_t file_reads;        /* pages read from data files */
 	uint64_t file_writes;       /* pages written to data files (eviction, flush) */
 	uint64_t flushes;           /* upg_flush calls that returned 0 */
+	uint64_t prefetch_pages;    /* pages upg_prefetch read */
+	uint64_t prefetch_skipped;  /* ... and skipped: the budget stayed full */
 };
 
 /* How pages leave the application, chosen by the feature probe (mask

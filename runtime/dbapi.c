@@ -227,15 +227,12 @@ static void drop_run(struct upg_region *r, uint64_t idx, uint64_t n)
 	paging_unreserve(pg, n);
 }
 
-int upg_evict(upg_region *r, uint64_t off, uint64_t len)
+/* Drop the clean, unpinned resident pages of [first, end) of file region r,
+ * a run of contiguous ones at a time. */
+static void drop_clean(struct upg_region *r, uint64_t first, uint64_t end)
 {
-	uint64_t first, end, run = 0, run_start = 0;
-	int ret = page_range(r, off, len, true, &first, &end);
+	uint64_t run = 0, run_start = 0;
 
-	if (ret < 0)
-		return ret;
-	if (!r->rdonly && (ret = write_back(r, first, end)) < 0)
-		return ret;
 	for (uint64_t idx = first; idx < end; idx++) {
 		page_word *pw = &r->state[idx];
 		uint64_t w = pg_load(pw);
@@ -253,7 +250,46 @@ int upg_evict(upg_region *r, uint64_t off, uint64_t len)
 		run_start = idx;
 	}
 	drop_run(r, run_start, run);
+}
+
+int upg_evict(upg_region *r, uint64_t off, uint64_t len)
+{
+	uint64_t first, end;
+	int ret = page_range(r, off, len, true, &first, &end);
+
+	if (ret < 0)
+		return ret;
+	if (!r->rdonly && (ret = write_back(r, first, end)) < 0)
+		return ret;
+	drop_clean(r, first, end);
 	return 0;
+}
+
+int upg_advise(upg_region *r, uint64_t off, uint64_t len, uint32_t advice)
+{
+	uint64_t first, end;
+	int ret = page_range(r, off, len, false, &first, &end);
+
+	if (ret < 0)
+		return ret;
+	switch (advice) {
+	case UPG_ADVICE_NORMAL:
+	case UPG_ADVICE_SEQUENTIAL:
+	case UPG_ADVICE_RANDOM:
+		atomic_store_explicit(&r->advice, advice, memory_order_relaxed);
+		return 0;
+	case UPG_ADVICE_WILLNEED:
+		return upg_prefetch(r, &(struct upg_range){ off, len }, 1, 0);
+	case UPG_ADVICE_DONTNEED:
+		return upg_evict(r, off, len);
+	case UPG_ADVICE_COLD:
+		if (!r->file)
+			return -EINVAL;
+		drop_clean(r, first, end);
+		return 0;
+	default:
+		return -EINVAL;
+	}
 }
 
 int upg_pin(upg_region *r, uint64_t off, uint64_t len)

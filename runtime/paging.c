@@ -133,16 +133,23 @@ int paging_start(struct upg_ctx *ctx)
 {
 	struct paging *pg = ctx->paging;
 
+	int ret;
+
 	if (!pg)
 		return 0;
-	return -pthread_create(&pg->thread, NULL, paging_reclaimer_main, pg);
+	ret = -pthread_create(&pg->thread, NULL, paging_reclaimer_main, pg);
+	return ret < 0 ? ret : prefetch_start(ctx);
 }
 
 void paging_stop(struct upg_ctx *ctx)
 {
 	struct paging *pg = ctx->paging;
 
-	if (!pg || !pg->thread)
+	if (!pg)
+		return;
+	/* Its reads end as mapped pages, which the reclaimer may take. */
+	prefetch_stop(ctx);
+	if (!pg->thread)
 		return;
 	atomic_store(&pg->stop, true);
 	paging_kick(pg);

@@ -41,6 +41,7 @@
 struct upg_ctx;
 struct upg_region;
 struct handler;
+struct prefetcher;
 
 /* Pages moved per batch: MADV_DONTNEED of frames, write-back I/O. */
 #define PAGING_BATCH 64u
@@ -121,6 +122,7 @@ struct paging {
 	uint64_t lru_head, lru_tail, lru_mask;
 	_Atomic uint64_t lost;    /* candidates dropped by full rings */
 	uint32_t scan_region;     /* where scan_for_candidates() goes on */
+	struct prefetcher *prefetch;  /* prefetch.c */
 	uint64_t scan_index;
 };
 
@@ -146,6 +148,12 @@ struct paging_handler {
 	int wake_fd;
 	_Atomic bool waiting;
 	uint32_t probe;           /* map_clean()'s one-in-eight counter */
+	/* The prefetcher's (prefetch.c): who each buffer's read is for, set
+	 * from cur_owner when the read is queued; io_done(owner) is called
+	 * when the buffer comes back. NULL in handlers. */
+	void **owner;
+	void *cur_owner;
+	void (*io_done)(void *owner);
 	/* Readahead: the sequential streams this handler follows (swapin.c). */
 	struct ra_stream {
 		uint32_t region;
@@ -191,6 +199,19 @@ void paging_reap(struct handler *h);
 /* A fault on page idx of r while it was busy: if it continues the
  * handler's sequential stream, read further ahead. */
 void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx);
+/* Claim page idx of r and queue its read for the prefetcher h (swapin.c),
+ * for ph->cur_owner. 2: queued; 1: nothing to read (in memory, busy); 0: no
+ * buffer or no budget now, retry later (nothing was claimed). */
+int paging_prefetch_page(struct handler *h, struct upg_region *r, uint64_t idx);
+
+/* The prefetcher (prefetch.c): a thread with its own queues and buffers,
+ * which reads pages ahead of the application's accesses. */
+int prefetch_start(struct upg_ctx *ctx);
+void prefetch_stop(struct upg_ctx *ctx);
+/* Its candidate ring, for the reclaimer (NULL if none). */
+struct resq *prefetch_resq(struct paging *pg);
+void prefetch_stats(struct paging *pg, struct upg_stats *st);
+
 /* Whether the handler has work to retry (it then polls with a timeout). */
 bool paging_pending(struct handler *h);
 

@@ -51,10 +51,12 @@ static void drain_rings(struct paging *pg)
 {
 	struct upg_ctx *ctx = pg->ctx;
 
-	for (unsigned i = 0; i < ctx->nhandlers; i++) {
-		struct resq *q = &ctx->handlers[i].paging.resq;
+	for (unsigned i = 0; i <= ctx->nhandlers; i++) {
+		struct resq *q = i < ctx->nhandlers ? &ctx->handlers[i].paging.resq : prefetch_resq(pg);
 		uint64_t ref;
 
+		if (!q)
+			continue;
 		while (pg->lru_head - pg->lru_tail <= pg->lru_mask && resq_pop(q, &ref))
 			pg->lru[pg->lru_head++ & pg->lru_mask] = ref;
 	}

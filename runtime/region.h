@@ -49,6 +49,9 @@ struct upg_region {
 	bool file;
 	bool rdonly;
 	uint32_t file_no;
+	/* enum upg_advice for the whole region (NORMAL, SEQUENTIAL, RANDOM):
+	 * steers readahead (swapin.c). */
+	_Atomic uint32_t advice;
 
 	/* Parts of the range the application unmapped (munmap, or mremap of
 	 * part of it away): never touched again by upager. Offsets from base. */

@@ -35,6 +35,12 @@ static void buf_put(struct paging_handler *ph, struct backend_io *io)
 
 	ph->free_map[i / 64] |= 1ull << (i % 64);
 	ph->nfree++;
+	if (ph->owner && ph->owner[i]) {
+		void *owner = ph->owner[i];
+
+		ph->owner[i] = NULL;
+		ph->io_done(owner);
+	}
 }
 
 static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
@@ -157,15 +163,24 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 {
 	struct paging *pg = h->ctx->paging;
 	struct paging_handler *ph = &h->paging;
-	struct ra_stream *st = ra_find(ph, r, idx);
+	uint32_t advice = atomic_load_explicit(&r->advice, memory_order_relaxed);
+	struct ra_stream *st;
 	uint64_t j, end;
 
+	if (advice == UPG_ADVICE_RANDOM)
+		return;
+	st = ra_find(ph, r, idx);
 	if (!st) {
 		/* A major fault may start a stream; it reads ahead once the
-		 * next fault continues it. */
-		if (major)
-			ra_start(ph, r, idx)->used = ++ph->ra_clock;
-		return;
+		 * next fault continues it, or at once, a whole window, where
+		 * the application said the region is read sequentially. */
+		if (!major)
+			return;
+		st = ra_start(ph, r, idx);
+		st->used = ++ph->ra_clock;
+		if (advice != UPG_ADVICE_SEQUENTIAL)
+			return;
+		st->win = RA_MAX;
 	}
 	/* The stream went past the pages read ahead before this one. */
 	for (j = st->last + 1; j < idx; j++) {
@@ -514,6 +529,41 @@ fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t i
 		uffd_wake(h->ctx->uffd, addr, region_page_size(r));
 		return FAULT_DONE;
 	}
+}
+
+int paging_prefetch_page(struct handler *h, struct upg_region *r, uint64_t idx)
+{
+	struct paging *pg = h->ctx->paging;
+	struct paging_handler *ph = &h->paging;
+	uint64_t w = pg_load(&r->state[idx]);
+
+	if (pg_state(w) == PG_COOLING) {
+		/* On its way out: back in, as a touch would bring it. */
+		switch (paging_uncool(h, r, idx, w, false)) {
+		case FAULT_DEFER:
+			return 0;
+		default:
+			return 1;
+		}
+	}
+	if (!readable_page(r, w))
+		return 1;
+	if (!ph->nfree || !paging_reserve(pg))
+		return 0;
+	if (!pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY))) {
+		paging_unreserve(pg, 1);
+		return 1;     /* someone else is on it */
+	}
+	if (!queue_swapin(h, r, idx, w, 0)) {
+		paging_unreserve(pg, 1);
+		page_release(r, idx, w);
+		return 0;
+	}
+	/* queue_swapin took the buffer before next_buf. */
+	if (ph->owner)
+		ph->owner[ph->next_buf - 1] = ph->cur_owner;
+	stat_inc(&h->stats.prefetch_pages);
+	return 2;
 }
 
 bool paging_pending(struct handler *h)

@@ -7,6 +7,7 @@
  * Files live in $TMPDIR (else /var/tmp): O_DIRECT wants a real filesystem.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -509,4 +510,117 @@ Test(datafile, error_callback, .timeout = 60, .fini = dir_remove)
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
 	unlink(swap_path);
+}
+
+/* The file at data_path: pages [0, pages) of pattern gen. */
+static void write_file(uint64_t pages, uint64_t gen)
+{
+	size_t ps = itest_page();
+	uint8_t *buf = malloc(ps);
+	int fd = open(data_path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+
+	cr_assert(fd >= 0 && buf);
+	for (uint64_t i = 0; i < pages; i++) {
+		pattern_fill(buf, ps, gen, i);
+		cr_assert_eq(pwrite(fd, buf, ps, (off_t)(i * ps)), (ssize_t)ps);
+	}
+	close(fd);
+	free(buf);
+}
+
+/* Wait (up to 10 s) for the context's event fd to count `want` prefetches. */
+static void wait_prefetched(upg_ctx *ctx, uint64_t want)
+{
+	struct pollfd pfd = { .fd = upg_ctx_event_fd(ctx), .events = POLLIN };
+	uint64_t got = 0, v;
+
+	cr_assert_geq(pfd.fd, 0);
+	while (got < want) {
+		cr_assert_eq(poll(&pfd, 1, (int)itest_scaled_ms(10000)), 1, "prefetch never finished");
+		if (read(pfd.fd, &v, sizeof(v)) == sizeof(v))
+			got += v;
+	}
+}
+
+/* Batches of random pages prefetched, then read: no fault at all (every
+ * page was mapped by the prefetcher), right contents, in a file 4x the
+ * budget. */
+Test(datafile, prefetch_then_access, .timeout = 60, .fini = dir_remove)
+{
+	upg_ctx *ctx = db_ctx(LIMIT);
+	size_t ps = itest_page();
+	uint64_t pages = FILE_SIZE / ps;
+	uint32_t *order = malloc(pages * sizeof(*order));
+	struct upg_range ranges[128];
+	struct upg_stats before, after;
+	upg_region *r;
+	uint8_t *p;
+
+	cr_assert_not_null(order);
+	shuffle_indices(order, (uint32_t)pages, 42);
+	write_file(pages, 11);
+	r = file_region_ok(ctx, FILE_SIZE, UPG_REGION_FILE_RDONLY);
+	p = upg_region_addr(r);
+	for (int batch = 0; batch < 16; batch++) {
+		for (unsigned i = 0; i < 128; i++)
+			ranges[i] = (struct upg_range){ order[batch * 128 + i] * ps, ps };
+		cr_assert_eq(upg_prefetch(r, ranges, 128, 0), 0);
+		wait_prefetched(ctx, 1);
+		before = stats_of(ctx);
+		for (unsigned i = 0; i < 128; i++)
+			cr_assert_eq(pattern_check(p + ranges[i].off, ps, 11, ranges[i].off / ps), -1);
+		after = stats_of(ctx);
+		cr_assert_eq(after.faults_major, before.faults_major,
+			     "batch %d: a prefetched page was read again on access", batch);
+		cr_assert_eq(after.faults, before.faults, "batch %d: a prefetched page faulted",
+			     batch);
+	}
+	cr_assert_gt(after.prefetch_pages, 1000);
+	cr_assert_eq(after.prefetch_skipped, 0);
+	/* A touch while reads are in flight waits for them: right contents. */
+	cr_assert_eq(upg_prefetch(r, &(struct upg_range){ 0, FILE_SIZE / 8 }, 1, 0), 0);
+	cr_assert_eq(check_pages(p, ps, 0, pages / 8, 11), -1);
+	wait_prefetched(ctx, 1);
+	cr_assert_eq(upg_prefetch(r, &(struct upg_range){ 0, FILE_SIZE + ps }, 1, 0), -EINVAL);
+	cr_assert_eq(upg_prefetch(r, ranges, 1, 1), -EINVAL);
+	free(order);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+}
+
+/* Advice: RANDOM turns readahead off, SEQUENTIAL reads a window ahead from
+ * the first fault, COLD drops clean pages, DONTNEED evicts. */
+Test(datafile, advise, .timeout = 60, .fini = dir_remove)
+{
+	upg_ctx *ctx = db_ctx(LIMIT);
+	size_t ps = itest_page();
+	uint64_t pages = 512;
+	struct upg_stats st;
+	upg_region *r;
+	uint8_t *p;
+
+	write_file(pages, 12);
+	r = file_region_ok(ctx, pages * ps, 0);
+	p = upg_region_addr(r);
+	cr_assert_eq(upg_advise(r, 0, pages * ps, UPG_ADVICE_RANDOM), 0);
+	cr_assert_eq(check_pages(p, ps, 0, 128, 12), -1);
+	cr_assert_eq(stats_of(ctx).readahead_pages, 0, "readahead despite RANDOM");
+	cr_assert_eq(upg_advise(r, 0, pages * ps, UPG_ADVICE_SEQUENTIAL), 0);
+	touch_read(p + 256 * ps);
+	stats_wait(ctx, st, st.readahead_pages >= 64, 5000);
+	cr_assert_geq(st.readahead_pages, 64, "no readahead from the first SEQUENTIAL fault");
+	cr_assert_eq(check_pages(p, ps, 256, 256, 12), -1);
+	if (upg_ctx_features(ctx) & UPG_FEAT_WP) {
+		cr_assert_eq(upg_advise(r, 0, pages * ps, UPG_ADVICE_COLD), 0);
+		cr_assert_eq(stats_of(ctx).resident_bytes, 0, "COLD left clean pages");
+	}
+	fill_pages(p, ps, 0, 8, 13);
+	cr_assert_eq(upg_advise(r, 0, pages * ps, UPG_ADVICE_DONTNEED), 0);
+	cr_assert_eq(check_file(8, 13), -1, "DONTNEED did not write back");
+	cr_assert_eq(upg_advise(r, 0, pages * ps, UPG_ADVICE_WILLNEED), 0);
+	wait_prefetched(ctx, 1);
+	cr_assert_eq(check_pages(p, ps, 0, 8, 13), -1);
+	cr_assert_eq(upg_advise(r, 0, pages * ps, 99), -EINVAL);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
 }
