@@ -137,8 +137,9 @@ int paging_start(struct upg_ctx *ctx)
 
 	if (!pg)
 		return 0;
-	ret = -pthread_create(&pg->thread, NULL, paging_reclaimer_main, pg);
-	return ret < 0 ? ret : prefetch_start(ctx);
+	/* The prefetcher first: the reclaimer drains its ring. */
+	ret = prefetch_start(ctx);
+	return ret < 0 ? ret : -pthread_create(&pg->thread, NULL, paging_reclaimer_main, pg);
 }
 
 void paging_stop(struct upg_ctx *ctx)
@@ -147,14 +148,14 @@ void paging_stop(struct upg_ctx *ctx)
 
 	if (!pg)
 		return;
-	/* Its reads end as mapped pages, which the reclaimer may take. */
+	/* The reclaimer first: it drains the prefetcher's ring. */
+	if (pg->thread) {
+		atomic_store(&pg->stop, true);
+		paging_kick(pg);
+		pthread_join(pg->thread, NULL);
+		pg->thread = 0;
+	}
 	prefetch_stop(ctx);
-	if (!pg->thread)
-		return;
-	atomic_store(&pg->stop, true);
-	paging_kick(pg);
-	pthread_join(pg->thread, NULL);
-	pg->thread = 0;
 }
 
 void paging_destroy(struct upg_ctx *ctx)

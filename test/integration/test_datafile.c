@@ -345,6 +345,31 @@ static uint64_t gen_of(const uint8_t *page, size_t ps, uint64_t idx)
 	return gen;
 }
 
+/* The child runs in a fresh exec of this program (CRASH_ENV set), so that
+ * it starts its threads in a single-threaded process (TSan requires it);
+ * the flushed generations come in a memfd at CRASH_FD. */
+#define CRASH_ENV "UPAGER_TEST_CRASH_CHILD"
+#define CRASH_FD 100
+
+static void crash_child(_Atomic uint64_t *flushed, uint64_t gen0, uint64_t seed);
+
+__attribute__((constructor)) static void crash_child_main(void)
+{
+	const char *env = getenv(CRASH_ENV);
+	unsigned long long gen0, seed;
+	_Atomic uint64_t *flushed;
+
+	if (!env)
+		return;
+	if (sscanf(env, "%4095[^:]:%llu:%llu", dir, &gen0, &seed) != 3)
+		_exit(4);
+	snprintf(data_path, sizeof(data_path), "%s/data", dir);
+	flushed = mmap(NULL, CRASH_PAGES * 8, PROT_READ | PROT_WRITE, MAP_SHARED, CRASH_FD, 0);
+	if (flushed == MAP_FAILED)
+		_exit(5);
+	crash_child(flushed, gen0, seed);
+}
+
 static void crash_child(_Atomic uint64_t *flushed, uint64_t gen0, uint64_t seed)
 {
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
@@ -379,13 +404,15 @@ static void crash_child(_Atomic uint64_t *flushed, uint64_t gen0, uint64_t seed)
 Test(datafile, crash_consistency, .timeout = 180, .fini = dir_remove)
 {
 	size_t ps = itest_page();
-	_Atomic uint64_t *flushed = mmap(NULL, CRASH_PAGES * 8, PROT_READ | PROT_WRITE,
-					 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int mfd = memfd_create("flushed", 0);
+	_Atomic uint64_t *flushed;
 	uint8_t *buf = malloc(ps);
 	uint64_t seed = 0x5eed1234, gen0 = 1, checked_gens = 0;
 
 	features_or_skip();
 	dir_make();
+	cr_assert(mfd >= 0 && ftruncate(mfd, CRASH_PAGES * 8) == 0);
+	flushed = mmap(NULL, CRASH_PAGES * 8, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
 	cr_assert(flushed != MAP_FAILED && buf);
 	for (int round = 0; round < CRASH_ROUNDS; round++) {
 		uint64_t maxgen = 0;
@@ -393,8 +420,16 @@ Test(datafile, crash_consistency, .timeout = 180, .fini = dir_remove)
 		pid_t pid = fork();
 
 		cr_assert(pid >= 0);
-		if (pid == 0)
-			crash_child(flushed, gen0, seed + (uint64_t)round);
+		if (pid == 0) {
+			char env[4200];
+
+			snprintf(env, sizeof(env), "%s:%llu:%llu", dir, (unsigned long long)gen0,
+				 (unsigned long long)(seed + (uint64_t)round));
+			setenv(CRASH_ENV, env, 1);
+			dup2(mfd, CRASH_FD);
+			execl("/proc/self/exe", "test_datafile", (char *)NULL);
+			_exit(6);
+		}
 		itest_sleep_ms(150 + (double)(xorshift64(&seed) % 400));
 		kill(pid, SIGKILL);
 		cr_assert_eq(waitpid(pid, &status, 0), pid);
@@ -423,6 +458,7 @@ Test(datafile, crash_consistency, .timeout = 180, .fini = dir_remove)
 	cr_assert_gt(checked_gens, 0, "no flush ever completed before a kill");
 	free(buf);
 	munmap(flushed, CRASH_PAGES * 8);
+	close(mfd);
 }
 
 /*
@@ -432,10 +468,11 @@ Test(datafile, crash_consistency, .timeout = 180, .fini = dir_remove)
  */
 #define MAX_REPORTS 8192u
 
+/* Written by handler threads: an entry counts once its addr is set. */
 static struct {
 	_Atomic unsigned n;
-	void *addr[MAX_REPORTS];
-	int err[MAX_REPORTS];
+	_Atomic(void *) addr[MAX_REPORTS];
+	_Atomic int err[MAX_REPORTS];
 } reports;
 
 static void on_error(void *arg, void *addr, int err)
@@ -444,8 +481,8 @@ static void on_error(void *arg, void *addr, int err)
 
 	(void)arg;
 	if (i < MAX_REPORTS) {
-		reports.addr[i] = addr;
-		reports.err[i] = err;
+		atomic_store(&reports.err[i], err);
+		atomic_store(&reports.addr[i], addr);
 	}
 }
 
@@ -454,7 +491,7 @@ static int reported(void *addr)
 	unsigned n = atomic_load(&reports.n);
 
 	for (unsigned i = 0; i < n && i < MAX_REPORTS; i++)
-		if (reports.addr[i] == addr)
+		if (atomic_load(&reports.addr[i]) == addr)
 			return 1;
 	return 0;
 }
@@ -502,10 +539,12 @@ Test(datafile, error_callback, .timeout = 60, .fini = dir_remove)
 		     (unsigned long long)unreported);
 	cr_assert_geq(atomic_load(&reports.n), sigbus);
 	for (unsigned i = 0; i < atomic_load(&reports.n) && i < MAX_REPORTS; i++) {
-		cr_assert_eq(reports.err[i], -EBADMSG);
-		cr_assert((uint8_t *)reports.addr[i] >= base &&
-			  (uint8_t *)reports.addr[i] < base + pages * ps &&
-			  (uintptr_t)reports.addr[i] % ps == 0);
+		uint8_t *a = atomic_load(&reports.addr[i]);
+
+		if (!a)
+			continue;   /* still being written */
+		cr_assert_eq(atomic_load(&reports.err[i]), -EBADMSG);
+		cr_assert(a >= base && a < base + pages * ps && (uintptr_t)a % ps == 0);
 	}
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
