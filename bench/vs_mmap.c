@@ -12,8 +12,8 @@
  *             cache is dropped first, so the cgroup is charged for it
  *   fault     a read-only upager file region under mem_limit = budget,
  *             advice RANDOM (SEQUENTIAL for the scan): plain page faults
- *   prefetch  the same region; each thread upg_prefetch'es its next batch
- *             of 32 pages, then reads the batch it prefetched before
+ *   prefetch  the same region; each thread keeps 4 batches of 32 pages
+ *             prefetched (upg_prefetch) ahead of the batch it reads
  *   device    O_DIRECT io_uring reads of the file at queue depth 32: the
  *             device's ceiling (random), or 128 KiB reads (scan)
  * Cases: random reads with 1 and 2 threads, and a sequential scan; the
@@ -46,6 +46,8 @@
 
 #define PAGE 4096ull
 #define BATCH 32u
+/* Batches a prefetching thread keeps on their way ahead of its reads. */
+#define AHEAD 4u
 #define QD 32u
 #define MAX_THREADS 2
 
@@ -94,8 +96,8 @@ struct worker {
 static void *work(void *arg)
 {
 	struct worker *w = arg;
-	struct upg_range next[BATCH], cur[BATCH];
-	unsigned have = 0;
+	struct upg_range ring[AHEAD][BATCH];
+	uint64_t n = 0;
 
 	if (w->mode == SCAN) {
 		for (uint64_t i = 0; i < pages && now() < w->deadline; i++, w->ops++)
@@ -111,14 +113,17 @@ static void *work(void *arg)
 			}
 			continue;
 		}
-		/* Pipelined: the next batch is on its way while this one is read. */
+		/* Pipelined: the batch read now was prefetched AHEAD - 1
+		 * batches ago; the one prefetched now is read last. */
+		struct upg_range *b = ring[n % AHEAD];
+
+		if (n >= AHEAD)
+			for (unsigned k = 0; k < BATCH; k++, w->ops++)
+				check(w->base + b[k].off, b[k].off / PAGE);
 		for (unsigned k = 0; k < BATCH; k++)
-			next[k] = (struct upg_range){ (xorshift(&w->seed) % pages) * PAGE, PAGE };
-		upg_prefetch(w->region, next, BATCH, 0);
-		for (unsigned k = 0; k < have; k++, w->ops++)
-			check(w->base + cur[k].off, cur[k].off / PAGE);
-		memcpy(cur, next, sizeof(cur));
-		have = BATCH;
+			b[k] = (struct upg_range){ (xorshift(&w->seed) % pages) * PAGE, PAGE };
+		upg_prefetch(w->region, b, BATCH, 0);
+		n++;
 	}
 	return NULL;
 }
