@@ -346,6 +346,46 @@ enum upg_advice {
  */
 int upg_advise(upg_region *region, uint64_t off, uint64_t len, uint32_t advice);
 
+typedef struct upg_snap upg_snap;
+
+/* Where upg_snapshot writes the image: exactly one of path and region. */
+struct upg_snapshot_target {
+	uint32_t size;              /* sizeof(struct upg_snapshot_target) */
+	uint32_t reserved;          /* 0 */
+	/* A file, created (mode 0600) or truncated: page i of the image at
+	 * byte i * page size. */
+	const char *path;
+	/* Or a region at least as large, in any context (not the source):
+	 * the image is written into it from its first byte. */
+	upg_region *region;
+};
+
+/*
+ * Start a point-in-time image of region: the call write-protects the
+ * region (and waits for faults being handled to see the snapshot begin),
+ * then returns; a thread copies the image out meanwhile, while the
+ * application keeps reading and writing. A page written before the thread
+ * reached it is copied aside first, in the write's fault (copy-on-write),
+ * so the image is the region as it was when the call returned, for every
+ * page not written during the call itself: to get one instant across
+ * pages, hold writers off for the call (it does no I/O). Copies aside cost
+ * memory until the thread writes them out.
+ *
+ * Needs a context with a mem_limit and userfaultfd write-protect
+ * (-EOPNOTSUPP otherwise: without it no write can be caught before it
+ * lands). One snapshot per region at a time (-EBUSY). Pages the
+ * application drops (MADV_DONTNEED) during the snapshot are imaged as
+ * what they read as afterwards. On success *out is the snapshot, which
+ * upg_snapshot_wait finishes and frees.
+ */
+int upg_snapshot(upg_region *region, const struct upg_snapshot_target *target,
+		 upg_snap **out);
+
+/* Wait until the image is complete (written, and fdatasync'ed for a
+ * file), free snap, and return 0 or the first error (-EIO for a page that
+ * could not be read: it is imaged as zeros). */
+int upg_snapshot_wait(upg_snap *snap);
+
 /* ------------------------------------------------------------------------
  * Statistics
  */

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "paging.h"
 #include "region.h"
+#include "snapshot.h"
 #include "uffd.h"
 
 static inline size_t base_page(const struct upg_ctx *ctx)
@@ -128,6 +129,8 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 	}
 claimed:
 	was = pg_state(old);
+	if (was == PG_NONE)
+		snapshot_keep(r, idx, NULL);
 	if (reserved && was != PG_NONE) {
 		paging_unreserve(ctx->paging, 1);
 		reserved = false;

@@ -19,6 +19,7 @@
 #include "page.h"
 
 struct upg_ctx;
+struct upg_snap;
 
 struct range {
 	uintptr_t start;
@@ -52,6 +53,8 @@ struct upg_region {
 	/* enum upg_advice for the whole region (NORMAL, SEQUENTIAL, RANDOM):
 	 * steers readahead (swapin.c). */
 	_Atomic uint32_t advice;
+	/* The snapshot in progress (snapshot.h), or NULL. */
+	_Atomic(struct upg_snap *) snap;
 
 	/* Parts of the range the application unmapped (munmap, or mremap of
 	 * part of it away): never touched again by upager. Offsets from base. */

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "paging.h"
 #include "region.h"
+#include "snapshot.h"
 #include "uffd.h"
 
 static struct backend_io *buf_get(struct paging_handler *ph)
@@ -320,6 +321,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		drop(h, r, idx, io->slot);
 		return true;
 	}
+	snapshot_keep(r, idx, io->buf);
 	/* Keep the slot: clean, the page is mapped read-only so that its
 	 * first write tells us. */
 	flags = map_clean_page(h, r, (uintptr_t)io->cookie & IO_WRITE, 1) ? 0 : PG_DIRTY;
@@ -377,6 +379,8 @@ static bool map_run(struct handler *h, struct backend_io **done, unsigned n)
 	for (unsigned k = 0; k < n; k++)
 		if (pg_load(&r->state[idx + k]) & PG_STALE)
 			return false;
+	for (unsigned k = 0; k < n; k++)
+		snapshot_keep(r, idx + k, done[k]->buf);
 	flags = map_clean_page(h, r, false, n) ? 0 : PG_DIRTY;
 	if (uffd_copy(ctx->uffd, page_addr(r, idx), done[0]->buf, n * region_page_size(r),
 		      flags ? 0 : UFFDIO_COPY_MODE_WP) < 0)
@@ -456,6 +460,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
 		return FAULT_DEFER;
 	}
+	snapshot_keep(r, idx, frame_addr(pg, pos));
 	ret = evict_back(pg, addr, pos, clean);
 	if (ret < 0 && copy)
 		paging_unreserve(pg, 1);
@@ -484,6 +489,30 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	return FAULT_DONE;
 }
 
+/* A write to page idx of r, claimed (word w before), while a snapshot of r
+ * runs: the snapshot keeps the page as it is first, then the write goes on.
+ * Claimed, so that the snapshot's start (which write-protects the region
+ * once every handler has seen it begin) cannot slip between the two. */
+static fault_result snapshot_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx,
+				      uint64_t w)
+{
+	uintptr_t addr = page_addr(r, idx);
+	int ret;
+
+	snapshot_keep(r, idx, (const void *)addr);
+	ret = uffd_writeprotect(h->ctx->uffd, addr, region_page_size(r), 0);
+	if (ret == -EAGAIN) {
+		page_release(r, idx, w);
+		return FAULT_DEFER;
+	}
+	if (!(w & PG_DIRTY))
+		stat_inc(&h->stats.faults_dirty);
+	page_release(r, idx, w | PG_DIRTY);
+	if (ret < 0)
+		uffd_wake(h->ctx->uffd, addr, region_page_size(r));
+	return FAULT_DONE;
+}
+
 fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx, pid_t tid)
 {
 	page_word *pw = &r->state[idx];
@@ -506,6 +535,11 @@ fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t i
 			/* Being moved out: the writer faults again after. */
 			if (pg_cas(pw, &w, w | PG_WAITERS))
 				return FAULT_SHARED;
+			continue;
+		}
+		if (pg_state(w) == PG_RESIDENT && snapshot_of(r)) {
+			if (pg_cas(pw, &w, pg_with_state(w, PG_BUSY)))
+				return snapshot_wp_fault(h, r, idx, w);
 			continue;
 		}
 		if (pg_state(w) != PG_RESIDENT || (w & PG_DIRTY))

@@ -8,6 +8,8 @@
  */
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -662,4 +664,159 @@ Test(datafile, advise, .timeout = 60, .fini = dir_remove)
 	cr_assert_eq(upg_advise(r, 0, pages * ps, 99), -EINVAL);
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
+}
+
+/*
+ * Snapshots under a concurrent writer. The writer rewrites random pages
+ * whole (generation in word 0); the test holds it off for the call, notes
+ * every page's generation, and lets it go on while the image is copied out.
+ * The image must be exactly the noted generations.
+ */
+struct snap_writer {
+	uint8_t *base;
+	uint64_t pages;
+	_Atomic uint64_t *gen;        /* each page's last generation */
+	atomic_bool stop, hold, held;
+	uint64_t writes;
+	pthread_t thread;
+};
+
+static void *snap_writer_main(void *arg)
+{
+	struct snap_writer *w = arg;
+	size_t ps = itest_page();
+	uint64_t seed = 77, g = 1;
+
+	while (!atomic_load(&w->stop)) {
+		uint64_t i = xorshift64(&seed) % w->pages;
+
+		if (atomic_load(&w->hold)) {
+			atomic_store(&w->held, true);
+			while (atomic_load(&w->hold))
+				sched_yield();
+			atomic_store(&w->held, false);
+		}
+		gen_fill(w->base + i * ps, ps, ++g + 1000000, i);
+		atomic_store(&w->gen[i], g + 1000000);
+		w->writes++;
+	}
+	return NULL;
+}
+
+static void snapshot_under_writer(bool file_region, bool to_region)
+{
+	upg_ctx *ctx = db_ctx(LIMIT);
+	size_t ps = itest_page();
+	uint64_t pages = FILE_SIZE / ps, *want = calloc(pages, 8);
+	struct snap_writer w = { .pages = pages };
+	struct upg_snapshot_target t = { .size = sizeof(t) };
+	char image[4200];
+	upg_region *r, *dst = NULL;
+	upg_snap *snap;
+	uint8_t *buf = malloc(ps);
+	int ret, fd;
+
+	cr_assert(want && buf);
+	w.gen = calloc(pages, sizeof(*w.gen));
+	if (!(upg_ctx_features(ctx) & UPG_FEAT_WP)) {
+		upg_ctx_destroy(ctx);
+		cr_skip_test("snapshots need userfaultfd write-protect");
+	}
+	r = file_region ? file_region_ok(ctx, FILE_SIZE, UPG_REGION_FILE_CREATE)
+			: region_new(ctx, FILE_SIZE, 0);
+	w.base = upg_region_addr(r);
+	for (uint64_t i = 0; i < pages; i++) {
+		gen_fill(w.base + i * ps, ps, 1, i);
+		atomic_store(&w.gen[i], 1);
+	}
+	snprintf(image, sizeof(image), "%s/image", dir);
+	if (to_region)
+		t.region = dst = region_new(ctx, FILE_SIZE, 0);
+	else
+		t.path = image;
+	cr_assert_eq(pthread_create(&w.thread, NULL, snap_writer_main, &w), 0);
+	itest_sleep_ms(50);
+	atomic_store(&w.hold, true);
+	while (!atomic_load(&w.held))
+		sched_yield();
+	for (uint64_t i = 0; i < pages; i++)
+		want[i] = atomic_load(&w.gen[i]);
+	ret = upg_snapshot(r, &t, &snap);
+	atomic_store(&w.hold, false);
+	cr_assert_eq(ret, 0, "upg_snapshot: %s", upg_strerror(ret));
+	cr_assert_eq(upg_snapshot(r, &t, &(upg_snap *){ NULL }), -EBUSY);
+	ret = upg_snapshot_wait(snap);
+	atomic_store(&w.stop, true);
+	pthread_join(w.thread, NULL);
+	cr_assert_eq(ret, 0, "upg_snapshot_wait: %s", upg_strerror(ret));
+	cr_log_info("%llu writes during the run", (unsigned long long)w.writes);
+	fd = to_region ? -1 : open(image, O_RDONLY);
+	cr_assert(to_region || fd >= 0);
+	for (uint64_t i = 0; i < pages; i++) {
+		const uint8_t *page = buf;
+		uint64_t g;
+
+		if (to_region)
+			page = (uint8_t *)upg_region_addr(dst) + i * ps;
+		else
+			cr_assert_eq(pread(fd, buf, ps, (off_t)(i * ps)), (ssize_t)ps);
+		g = gen_of(page, ps, i);
+		cr_assert_eq(g, want[i], "page %llu: image holds gen %llu, %llu at the snapshot",
+			     (unsigned long long)i, (unsigned long long)g,
+			     (unsigned long long)want[i]);
+	}
+	if (fd >= 0)
+		close(fd);
+	unlink(image);
+	upg_region_destroy(dst);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+	free(want);
+	free(buf);
+	free((void *)w.gen);
+}
+
+Test(datafile, snapshot_anon_to_file, .timeout = 120, .fini = dir_remove)
+{
+	snapshot_under_writer(false, false);
+}
+
+Test(datafile, snapshot_file_to_region, .timeout = 120, .fini = dir_remove)
+{
+	snapshot_under_writer(true, true);
+}
+
+/* Bad targets; no write-protect, no snapshot. */
+Test(datafile, snapshot_bad_input, .timeout = 60, .fini = dir_remove)
+{
+	static struct upg_swap_file sf;
+	upg_ctx *ctx = db_ctx(LIMIT), *nowp;
+	size_t ps = itest_page();
+	upg_region *r = region_new(ctx, 64 * ps, 0), *small = region_new(ctx, ps, 0);
+	struct upg_snapshot_target t = { .size = sizeof(t) };
+	struct upg_config cfg;
+	upg_snap *snap;
+
+	cr_assert_eq(upg_snapshot(r, &t, &snap), -EINVAL, "no target");
+	t.region = r;
+	cr_assert_eq(upg_snapshot(r, &t, &snap), -EINVAL, "itself");
+	t.region = small;
+	cr_assert_eq(upg_snapshot(r, &t, &snap), -EINVAL, "too small");
+	t.path = dir;
+	cr_assert_eq(upg_snapshot(r, &t, &snap), -EINVAL, "both");
+	t.region = NULL;
+	if (upg_ctx_features(ctx) & UPG_FEAT_WP)
+		cr_assert_eq(upg_snapshot(r, &t, &snap), -EISDIR, "a directory");
+	upg_region_destroy(small);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+
+	db_config(&cfg, &sf, dir, LIMIT);
+	cfg.feature_mask = UPG_FEAT_WP;
+	nowp = ctx_new(&cfg);
+	r = region_new(nowp, 64 * ps, 0);
+	t.path = data_path;
+	cr_assert_eq(upg_snapshot(r, &t, &snap), -EOPNOTSUPP);
+	upg_region_destroy(r);
+	upg_ctx_destroy(nowp);
 }
