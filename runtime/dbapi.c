@@ -150,7 +150,10 @@ static bool flush_page(struct flusher *fl, uint64_t idx)
 				return true;
 			}
 		}
-		memcpy(buf, (void *)page_addr(r, idx), pg->page_size);
+		if (!paging_copy_in(buf, (void *)page_addr(r, idx), pg->page_size)) {
+			page_release(r, idx, w);    /* unmapped under us */
+			return true;
+		}
 	}
 	if (++fl->n == FLUSH_BATCH)
 		flush_batch(fl);

@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "compat.h"
@@ -275,6 +277,21 @@ static inline void paging_submit(struct paging_handler *ph)
 {
 	backend_submit(ph->queue);
 	backend_submit(ph->fqueue);
+}
+
+/*
+ * Copy len bytes of the application's memory at src (a page it may be
+ * writing to, held still by write-protect or a claim) to dst. Through
+ * process_vm_readv rather than memcpy: an unmapped page fails the copy
+ * instead of crashing the runtime, and the ordering the kernel gives (a
+ * writer waits in its fault) is one a race detector cannot see through an
+ * instrumented memcpy. Returns whether all of it was copied.
+ */
+static inline bool paging_copy_in(void *dst, const void *src, size_t len)
+{
+	struct iovec local = { dst, len }, remote = { (void *)src, len };
+
+	return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len;
 }
 
 static inline uint8_t *frame_addr(struct paging *pg, uint64_t f)

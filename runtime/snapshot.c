@@ -53,8 +53,8 @@ void snapshot_save(struct upg_snap *s, uint64_t idx, const void *src)
 		return;
 	/* The copy before the bit: the thread reads the copy once the bit is
 	 * clear. Zeros need no copy: the area reads as zeros. */
-	if (src)
-		memcpy(s->copies + idx * s->ps, src, s->ps);
+	if (src && !paging_copy_in(s->copies + idx * s->ps, src, s->ps))
+		memset(s->copies + idx * s->ps, 0, s->ps);    /* unmapped: reads as zeros */
 	take_bit(s, idx);
 }
 
@@ -100,7 +100,8 @@ static const void *take_page(struct upg_snap *s, uint64_t idx)
 	switch (pg_state(w)) {
 	case PG_RESIDENT:
 		/* Write-protected since the start: a write would have kept it. */
-		memcpy(s->buf, (const void *)page_addr(r, idx), s->ps);
+		if (!paging_copy_in(s->buf, (const void *)page_addr(r, idx), s->ps))
+			ret = -EFAULT;
 		src = s->buf;
 		break;
 	case PG_COOLING:
