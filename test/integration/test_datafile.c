@@ -56,17 +56,32 @@ static void db_config(struct upg_config *cfg, struct upg_swap_file *sf, const ch
 	cfg->handler_threads = 2;
 }
 
-static upg_ctx *db_ctx(uint64_t limit)
+/* A context paging under limit with the features in mask ignored (to force
+ * the write-protect or mprotect eviction path); skips where the kernel lacks
+ * what the path needs. */
+static upg_ctx *db_ctx_masked(uint64_t limit, uint64_t mask)
 {
 	static struct upg_swap_file sf;
 	struct upg_config cfg;
+	uint64_t f = features_or_skip();
 
-	features_or_skip();
+	if ((mask & UPG_FEAT_MOVE) && !(mask & UPG_FEAT_WP) && !(f & UPG_FEAT_WP))
+		cr_skip_test("the write-protect path needs userfaultfd WP");
 	if (!dir_made)
 		dir_make();
 	db_config(&cfg, &sf, dir, limit);
+	cfg.feature_mask = mask;
 	return ctx_new(&cfg);
 }
+
+static upg_ctx *db_ctx(uint64_t limit)
+{
+	return db_ctx_masked(limit, 0);
+}
+
+/* The eviction paths forced: write-protect, mprotect. */
+#define MASK_WP UPG_FEAT_MOVE
+#define MASK_MPROTECT (UPG_FEAT_MOVE | UPG_FEAT_WP)
 
 static int file_region(upg_ctx *ctx, uint64_t size, uint32_t flags, uint64_t off, upg_region **r)
 {
@@ -120,9 +135,9 @@ static void assert_bounded(upg_ctx *ctx)
 
 /* Read-write round trip through a file 4x the budget; then read-only after
  * reopening. Pages never go to swap. */
-Test(datafile, rw_roundtrip_under_pressure, .timeout = 120, .fini = dir_remove)
+static void roundtrip(uint64_t mask)
 {
-	upg_ctx *ctx = db_ctx(LIMIT);
+	upg_ctx *ctx = db_ctx_masked(LIMIT, mask);
 	size_t ps = itest_page();
 	uint64_t pages = FILE_SIZE / ps;
 	upg_region *r = file_region_ok(ctx, FILE_SIZE, UPG_REGION_FILE_CREATE);
@@ -155,6 +170,21 @@ Test(datafile, rw_roundtrip_under_pressure, .timeout = 120, .fini = dir_remove)
 	assert_bounded(ctx);
 	cr_assert_eq(upg_region_destroy(r), 0);
 	upg_ctx_destroy(ctx);
+}
+
+Test(datafile, rw_roundtrip_under_pressure, .timeout = 120, .fini = dir_remove)
+{
+	roundtrip(0);
+}
+
+Test(datafile, rw_roundtrip_wp_path, .timeout = 120, .fini = dir_remove)
+{
+	roundtrip(MASK_WP);
+}
+
+Test(datafile, rw_roundtrip_mprotect_path, .timeout = 120, .fini = dir_remove)
+{
+	roundtrip(MASK_MPROTECT);
 }
 
 /* A region at an offset into a file, then its pages from the file. */
@@ -229,9 +259,9 @@ Test(datafile, bad_input, .timeout = 60, .fini = dir_remove)
 
 /* Flush writes dirty pages and keeps them resident and clean; a later write
  * is tracked and flushed again; evict drops pages the next touch reads back. */
-Test(datafile, flush_and_evict, .timeout = 60, .fini = dir_remove)
+static void flush_and_evict(uint64_t mask)
 {
-	upg_ctx *ctx = db_ctx(LIMIT);
+	upg_ctx *ctx = db_ctx_masked(LIMIT, mask);
 	size_t ps = itest_page();
 	uint64_t pages = 128;
 	upg_region *r = file_region_ok(ctx, pages * ps, UPG_REGION_FILE_CREATE);
@@ -248,9 +278,11 @@ Test(datafile, flush_and_evict, .timeout = 60, .fini = dir_remove)
 	after = stats_of(ctx);
 	cr_assert_eq(after.faults_major, before.faults_major, "flushed pages left memory");
 	cr_assert_eq(after.flushes, before.flushes);
-	/* Nothing dirty: a second flush writes nothing. */
+	/* Nothing dirty: a second flush writes nothing (without write-protect
+	 * flushed pages stay dirty and are written again). */
 	cr_assert_eq(upg_flush(r, 0, pages * ps, 0), 0);
-	cr_assert_eq(stats_of(ctx).file_writes, after.file_writes);
+	if (upg_ctx_features(ctx) & UPG_FEAT_WP)
+		cr_assert_eq(stats_of(ctx).file_writes, after.file_writes);
 	/* Write half again: only those are written, and the file follows. */
 	fill_pages(p, ps, 0, pages / 2, 4);
 	cr_assert_eq(upg_flush(r, 0, pages * ps, UPG_FLUSH_NOSYNC), 0);
@@ -268,6 +300,16 @@ Test(datafile, flush_and_evict, .timeout = 60, .fini = dir_remove)
 		cr_assert_gt(stats_of(ctx).file_reads, before.file_reads);
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
+}
+
+Test(datafile, flush_and_evict, .timeout = 60, .fini = dir_remove)
+{
+	flush_and_evict(0);
+}
+
+Test(datafile, flush_and_evict_mprotect_path, .timeout = 60, .fini = dir_remove)
+{
+	flush_and_evict(MASK_MPROTECT);
 }
 
 /* Pinned pages stay in memory, with their contents, while a stream 4x the
