@@ -122,9 +122,10 @@ struct upg_config {
 	/* Since 0.2. Called when a page cannot be read back (an I/O error, or
 	 * a swap copy that fails its checksum): addr is the page, err the
 	 * negative errno (-EIO, -EBADMSG...). The page is poisoned: whoever
-	 * touches it gets SIGBUS, never wrong data. Runs on a handler thread,
-	 * which serves no fault meanwhile: it must be quick and must not touch
-	 * the context's regions (that could wait for itself). NULL: none. */
+	 * touches it gets SIGBUS, never wrong data. Runs on one of upager's
+	 * threads (a handler, or the prefetcher), which serves no fault
+	 * meanwhile: it must be quick and must not touch the context's regions
+	 * (that could wait for itself). NULL: none. */
 	void (*on_error)(void *arg, void *addr, int err);
 	void *on_error_arg;
 };
