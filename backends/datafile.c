@@ -18,6 +18,7 @@
 struct data_file {
 	_Atomic int fd;         /* -1: free */
 	uint64_t offset;
+	bool rdonly;            /* held the whole range when attached */
 };
 
 struct datafile {
@@ -77,10 +78,13 @@ static int df_submit(struct backend_queue *bq)
 }
 
 /* Up to max completions into done[]. A read short of a page hit the end of
- * the file: the rest of the page reads as zeros. A short write failed. */
+ * the file: the rest of the page reads as zeros, unless the file is
+ * read-only (it held the whole range when attached: it was truncated under
+ * us, -EIO). A short write failed. */
 static unsigned df_harvest(struct uring_queue *u, struct backend_io **done, unsigned max)
 {
 	struct data_queue *q = container_of(u, struct data_queue, u);
+	struct datafile *d = to_datafile(q->base.backend);
 	uint32_t len = q->base.backend->page_size;
 	struct io_uring_cqe *cqe;
 	unsigned n = 0;
@@ -89,8 +93,12 @@ static unsigned df_harvest(struct uring_queue *u, struct backend_io **done, unsi
 		struct backend_io *io = (struct backend_io *)(uintptr_t)(cqe->user_data & ~1ull);
 		bool read = cqe->user_data & 1;
 
+		unsigned fi = (unsigned)((io->slot & ~DATAFILE_SLOT_TAG) >> DATAFILE_FILE_SHIFT);
+
 		if (cqe->res < 0) {
 			io->result = cqe->res;
+		} else if ((uint32_t)cqe->res < len && read && d->files[fi].rdonly) {
+			io->result = -EIO;
 		} else if ((uint32_t)cqe->res < len && read) {
 			memset((char *)io->buf + cqe->res, 0, len - (uint32_t)cqe->res);
 			io->result = (int32_t)len;
@@ -239,6 +247,7 @@ int datafile_attach(struct backend *b, const char *path, uint64_t offset, uint64
 		if (atomic_load_explicit(&d->files[i].fd, memory_order_relaxed) >= 0)
 			continue;
 		d->files[i].offset = offset;
+		d->files[i].rdonly = rdonly;
 		atomic_store_explicit(&d->files[i].fd, fd, memory_order_release);
 		*file = i;
 		ret = 0;

@@ -11,8 +11,10 @@
  *
  * Files are opened with O_DIRECT where the filesystem allows it, buffered
  * otherwise (said once per file). No crc: the file is the truth. A read
- * past the end of the file completes with zeros (a read-write region may
- * be longer than its file; the file grows as pages are written back). Each
+ * past the end of a read-write file completes with zeros (a read-write
+ * region may be longer than its file; the file grows as pages are written
+ * back); of a read-only one, which held the whole range when attached, with
+ * -EIO (it was truncated under us). Each
  * queue is an io_uring with an eventfd for completions; nothing on the
  * queue path allocates or locks.
  */

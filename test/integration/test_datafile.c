@@ -540,6 +540,21 @@ static int reported(void *addr)
 	return 0;
 }
 
+/* Every report so far names a page of [base, base + size) and err. */
+static void check_reports(const uint8_t *base, uint64_t size, int err)
+{
+	size_t ps = itest_page();
+
+	for (unsigned i = 0; i < atomic_load(&reports.n) && i < MAX_REPORTS; i++) {
+		uint8_t *a = atomic_load(&reports.addr[i]);
+
+		if (!a)
+			continue;   /* still being written */
+		cr_assert_eq(atomic_load(&reports.err[i]), err);
+		cr_assert(a >= base && a < base + size && (uintptr_t)a % ps == 0);
+	}
+}
+
 Test(datafile, error_callback, .timeout = 60, .fini = dir_remove)
 {
 	size_t ps = itest_page();
@@ -582,14 +597,7 @@ Test(datafile, error_callback, .timeout = 60, .fini = dir_remove)
 	cr_assert_eq(unreported, 0, "%llu lost pages were not reported",
 		     (unsigned long long)unreported);
 	cr_assert_geq(atomic_load(&reports.n), sigbus);
-	for (unsigned i = 0; i < atomic_load(&reports.n) && i < MAX_REPORTS; i++) {
-		uint8_t *a = atomic_load(&reports.addr[i]);
-
-		if (!a)
-			continue;   /* still being written */
-		cr_assert_eq(atomic_load(&reports.err[i]), -EBADMSG);
-		cr_assert(a >= base && a < base + pages * ps && (uintptr_t)a % ps == 0);
-	}
+	check_reports(base, pages * ps, -EBADMSG);
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
 	unlink(swap_path);
@@ -861,4 +869,41 @@ Test(datafile, snapshot_bad_input, .timeout = 60, .fini = dir_remove)
 	cr_assert_eq(upg_snapshot(r, &t, &snap), -EOPNOTSUPP);
 	upg_region_destroy(r);
 	upg_ctx_destroy(nowp);
+}
+
+/* A read error on a data file: a read-only file truncated under a running
+ * region. Its pages past the new end are reported (-EIO) and poisoned; the
+ * pages before it read back right. */
+Test(datafile, error_callback_truncated_file, .timeout = 60, .fini = dir_remove)
+{
+	static struct upg_swap_file sf;
+	size_t ps = itest_page();
+	uint64_t pages = 1024, unreported = 0;
+	volatile uint64_t sigbus = 0, wrong = 0;
+	uint8_t *lost = calloc(pages, 1), *base;
+	struct upg_config cfg;
+	upg_region *r;
+	upg_ctx *ctx;
+
+	features_or_skip();
+	dir_make();
+	db_config(&cfg, &sf, dir, LIMIT);
+	cfg.on_error = on_error;
+	ctx = ctx_new(&cfg);
+	write_file(pages, 21);
+	r = file_region_ok(ctx, pages * ps, UPG_REGION_FILE_RDONLY);
+	base = upg_region_addr(r);
+	cr_assert_eq(truncate(data_path, (off_t)(pages / 2 * ps)), 0);
+	read_back(base, ps, pages, 21, lost, &sigbus, &wrong);
+	cr_assert_eq(wrong, 0, "%llu pages read back wrong", (unsigned long long)wrong);
+	cr_assert_eq(sigbus, pages / 2, "%llu pages lost, the truncated half is %llu",
+		     (unsigned long long)sigbus, (unsigned long long)(pages / 2));
+	for (uint64_t p = 0; p < pages; p++)
+		unreported += lost[p] && !reported(base + p * ps);
+	cr_assert_eq(unreported, 0);
+	check_reports(base, pages * ps, -EIO);
+	cr_assert_geq(stats_of(ctx).poisoned, pages / 2);
+	free(lost);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
 }
