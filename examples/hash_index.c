@@ -224,6 +224,10 @@ int main(int argc, char **argv)
 	cfg.swap_files = &sf;
 	cfg.nswap_files = 1;
 	ret = upg_ctx_create(&cfg, &ctx);
+	if (ret == -EPERM || ret == -EACCES) {
+		fprintf(stderr, "hash_index: userfaultfd not permitted: run as root\n");
+		return 77;
+	}
 	if (ret < 0)
 		die("upg_ctx_create", ret);
 	region = open_index(ctx, path, (1 + nbuckets) * PAGE, UPG_REGION_FILE_CREATE);
