@@ -377,7 +377,8 @@ struct upg_snapshot_target {
  * lands). One snapshot per region at a time (-EBUSY). Pages the
  * application drops (MADV_DONTNEED) during the snapshot are imaged as
  * what they read as afterwards. On success *out is the snapshot, which
- * upg_snapshot_wait finishes and frees.
+ * upg_snapshot_wait finishes and frees; call it before destroying the
+ * region or the target region.
  */
 int upg_snapshot(upg_region *region, const struct upg_snapshot_target *target,
 		 upg_snap **out);
