@@ -372,9 +372,11 @@ struct upg_snapshot_target {
  * pages, hold writers off for the call (it does no I/O). Copies aside cost
  * memory until the thread writes them out.
  *
- * Needs a context with a mem_limit and userfaultfd write-protect
- * (-EOPNOTSUPP otherwise: without it no write can be caught before it
- * lands). One snapshot per region at a time (-EBUSY). Pages the
+ * Needs a context with a mem_limit (-EINVAL otherwise). Without userfaultfd
+ * write-protect (arm64 before 6.10) no write can be caught before it lands:
+ * the image is then copied during the call, a stop-the-world copy for which
+ * the caller holds its writers off until the call returns (readers go on).
+ * One snapshot per region at a time (-EBUSY). Pages the
  * application drops (MADV_DONTNEED) during the snapshot are imaged as
  * what they read as afterwards. On success *out is the snapshot, which
  * upg_snapshot_wait finishes and frees; call it before destroying the

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct upg_snap {
 	struct backend_queue *q[2];   /* swap, files: pages not in memory */
 	uint8_t *buf;                 /* one page, aligned for O_DIRECT */
 	pthread_t thread;
+	bool joined;                  /* copied during the call (no write-protect) */
 	int err;
 };
 
@@ -206,8 +208,8 @@ int upg_snapshot(upg_region *r, const struct upg_snapshot_target *t, upg_snap **
 	    t->region == r || (t->region && upg_region_size(t->region) < r->size))
 		return -EINVAL;
 	ctx = r->ctx;
-	if (!ctx->paging || !(ctx->features & UPG_FEAT_WP))
-		return -EOPNOTSUPP;
+	if (!ctx->paging)
+		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -252,10 +254,17 @@ int upg_snapshot(upg_region *r, const struct upg_snapshot_target *t, upg_snap **
 		atomic_store_explicit(&s->pending[i],
 				      i < s->npages / 64 ? ~0ull : (1ull << (s->npages % 64)) - 1,
 				      memory_order_release);
-	while ((ret = uffd_writeprotect(ctx->uffd, region_base(r), r->size, 1)) == -EAGAIN)
+	/* Without write-protect no write can be caught: the image is copied
+	 * now, and the caller holds its writers off meanwhile. */
+	while ((ctx->features & UPG_FEAT_WP) &&
+	       (ret = uffd_writeprotect(ctx->uffd, region_base(r), r->size, 1)) == -EAGAIN)
 		sched_yield();
 	if (!ret)
 		ret = -pthread_create(&s->thread, NULL, snapshot_main, s);
+	if (!ret && !(ctx->features & UPG_FEAT_WP)) {
+		pthread_join(s->thread, NULL);
+		s->joined = true;
+	}
 	if (ret < 0) {
 		atomic_store(&r->snap, NULL);
 		qsbr_synchronize(&ctx->qsbr);
@@ -272,7 +281,8 @@ int upg_snapshot_wait(upg_snap *s)
 
 	if (!s)
 		return -EINVAL;
-	pthread_join(s->thread, NULL);
+	if (!s->joined)
+		pthread_join(s->thread, NULL);
 	ret = s->err;
 	snapshot_free(s);
 	return ret;
