@@ -98,6 +98,18 @@ struct backend_queue {
 	struct backend *backend;
 };
 
+/* Define prefix_queue_read and prefix_queue_write for a backend that queues
+ * both with one function fn(q, io, bool write). */
+#define BACKEND_DEFINE_QUEUE_RW(prefix, fn)                                          \
+	static int prefix##_queue_read(struct backend_queue *q, struct backend_io *io)  \
+	{                                                                            \
+		return fn(q, io, false);                                             \
+	}                                                                            \
+	static int prefix##_queue_write(struct backend_queue *q, struct backend_io *io) \
+	{                                                                            \
+		return fn(q, io, true);                                              \
+	}
+
 #define BACKEND_CALL(obj, b, op, ...) \
 	((b)->ops->op ? (b)->ops->op(obj, ##__VA_ARGS__) : -EOPNOTSUPP)
 

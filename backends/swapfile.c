@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "uring_queue.h"
 
 struct swap_file {
 	uint64_t pages;
@@ -58,10 +59,7 @@ struct io_group {
 
 struct swap_queue {
 	struct backend_queue base;
-	struct io_uring ring;
-	int efd;
-	unsigned depth;
-	unsigned outstanding;   /* queued and not yet reaped */
+	struct uring_queue u;
 	unsigned unsubmitted;   /* queued since the last submit */
 	unsigned nbufs;
 	struct fixed_buf *bufs; /* sorted by base, disjoint */
@@ -123,7 +121,7 @@ static unsigned submitted(struct swap_queue *q)
 	unsigned n = q->unsubmitted;
 
 	atomic_fetch_add_explicit(&s->transfers, n, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->requests, io_uring_sq_ready(&q->ring), memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->requests, io_uring_sq_ready(&q->u.ring), memory_order_relaxed);
 	q->last = NULL;
 	q->unsubmitted = 0;
 	return n;
@@ -177,16 +175,16 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, bool write)
 
 	if (fi >= s->nfiles || page >= s->files[fi].pages)
 		return -EINVAL;
-	if (q->outstanding == q->depth)
+	if (q->u.outstanding == q->u.depth)
 		return -EAGAIN;
 	if (write)
 		io->crc = crc32c(0, io->buf, len);
 	if (merge(q, io, fi, page * len, write)) {
-		q->outstanding++;
+		q->u.outstanding++;
 		q->unsubmitted++;
 		return 0;
 	}
-	sqe = io_uring_get_sqe(&q->ring);
+	sqe = io_uring_get_sqe(&q->u.ring);
 	if (!sqe)
 		return -EAGAIN;
 	fb = find_buf(q, io->buf, len);
@@ -203,7 +201,7 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, bool write)
 	}
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(sqe, (uintptr_t)io | (write ? 0 : UD_READ));
-	q->outstanding++;
+	q->u.outstanding++;
 	q->unsubmitted++;
 	q->last = sqe;
 	q->last_io = io;
@@ -214,21 +212,13 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, bool write)
 	return 0;
 }
 
-static int sf_queue_read(struct backend_queue *q, struct backend_io *io)
-{
-	return queue_io(q, io, false);
-}
-
-static int sf_queue_write(struct backend_queue *q, struct backend_io *io)
-{
-	return queue_io(q, io, true);
-}
+BACKEND_DEFINE_QUEUE_RW(sf, queue_io)
 
 static int sf_submit(struct backend_queue *bq)
 {
 	struct swap_queue *q = to_queue(bq);
 	unsigned n = submitted(q);
-	int ret = io_uring_submit(&q->ring);
+	int ret = io_uring_submit(&q->u.ring);
 
 	return ret < 0 ? ret : (int)n;
 }
@@ -246,7 +236,7 @@ static void settle(struct swap_queue *q, struct backend_io *io, int res, unsigne
 		io->result = -EBADMSG;
 	else
 		io->result = (int32_t)len;
-	q->ready[q->ready_tail++ % q->depth] = io;
+	q->ready[q->ready_tail++ % q->u.depth] = io;
 }
 
 /* Settle what has completed, then hand out up to max I/Os. */
@@ -255,7 +245,7 @@ static unsigned harvest(struct swap_queue *q, struct backend_io **done, unsigned
 	struct io_uring_cqe *cqe;
 	unsigned head, seen = 0, n = 0;
 
-	io_uring_for_each_cqe(&q->ring, head, cqe) {
+	io_uring_for_each_cqe(&q->u.ring, head, cqe) {
 		uintptr_t ud = (uintptr_t)cqe->user_data;
 		bool read = ud & UD_READ;
 
@@ -270,50 +260,31 @@ static unsigned harvest(struct swap_queue *q, struct backend_io **done, unsigned
 		}
 		seen++;
 	}
-	io_uring_cq_advance(&q->ring, seen);
+	io_uring_cq_advance(&q->u.ring, seen);
 	while (n < max && q->ready_head != q->ready_tail)
-		done[n++] = q->ready[q->ready_head++ % q->depth];
-	q->outstanding -= n;
+		done[n++] = q->ready[q->ready_head++ % q->u.depth];
+	q->u.outstanding -= n;
 	return n;
+}
+
+static unsigned uring_harvest(struct uring_queue *u, struct backend_io **done, unsigned max)
+{
+	return harvest(container_of(u, struct swap_queue, u), done, max);
+}
+
+static void uring_submitted(struct uring_queue *u)
+{
+	submitted(container_of(u, struct swap_queue, u));
 }
 
 static int sf_reap(struct backend_queue *bq, struct backend_io **done, unsigned max, unsigned min)
 {
-	struct swap_queue *q = to_queue(bq);
-	unsigned got;
-	uint64_t v;
-
-	/* Never wait for I/O that was not queued: that would be forever. */
-	if (min > max)
-		min = max;
-	if (min > q->outstanding)
-		min = q->outstanding;
-	got = harvest(q, done, max);
-	while (got < min) {
-		/* Submits what is still queued, too. */
-		int ret;
-
-		submitted(q);
-		ret = io_uring_submit_and_wait(&q->ring, 1);
-
-		if (ret < 0)
-			return got ? (int)got : ret;
-		got += harvest(q, done + got, max - got);
-	}
-	if (got < max) {
-		/* The ring is empty: consume the eventfd's count, then look once
-		 * more for a completion that came in between. */
-		if (read(q->efd, &v, sizeof(v)) < 0) {
-			/* EAGAIN: nothing was signalled. */
-		}
-		got += harvest(q, done + got, max - got);
-	}
-	return (int)got;
+	return uring_queue_reap(&to_queue(bq)->u, done, max, min, uring_harvest, uring_submitted);
 }
 
 static int sf_queue_fd(struct backend_queue *bq)
 {
-	return to_queue(bq)->efd;
+	return to_queue(bq)->u.efd;
 }
 
 static int cmp_buf(const void *a, const void *b)
@@ -347,7 +318,7 @@ static int sf_queue_register_buffers(struct backend_queue *bq, const struct iove
 			return -EINVAL;
 		}
 	}
-	ret = io_uring_register_buffers(&q->ring, iov, n);
+	ret = io_uring_register_buffers(&q->u.ring, iov, n);
 	if (ret < 0) {
 		free(bufs);
 		return ret;
@@ -363,19 +334,18 @@ static void sf_queue_close(struct backend_queue *bq)
 
 	/* Wait for what is in flight: no transfer may touch the caller's
 	 * buffers once this returns. Its results are dropped. */
-	while (q->outstanding) {
+	while (q->u.outstanding) {
 		struct backend_io *done[GROUP_MAX];
 		int ret;
 
 		if (harvest(q, done, GROUP_MAX))
 			continue;
 		submitted(q);
-		ret = io_uring_submit_and_wait(&q->ring, 1);
+		ret = io_uring_submit_and_wait(&q->u.ring, 1);
 		if (ret < 0 && ret != -EINTR)
 			break;
 	}
-	io_uring_queue_exit(&q->ring);
-	close(q->efd);
+	uring_queue_exit(&q->u);
 	free(q->bufs);
 	free(q->groups);
 	free(q->free_groups);
@@ -386,8 +356,6 @@ static void sf_queue_close(struct backend_queue *bq)
 static int sf_queue_open(struct backend *b, unsigned depth, struct backend_queue **out)
 {
 	struct swapfile *s = to_swapfile(b);
-	/* SUBMIT_ALL: one bad SQE must not leave the rest sitting unsubmitted. */
-	struct io_uring_params p = { .flags = IORING_SETUP_SUBMIT_ALL };
 	struct swap_queue *q;
 	int ret;
 
@@ -397,16 +365,13 @@ static int sf_queue_open(struct backend *b, unsigned depth, struct backend_queue
 	if (!q)
 		return -ENOMEM;
 	q->base.backend = b;
-	q->depth = depth;
-	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	q->nfree_groups = depth / 2;
 	q->groups = calloc(q->nfree_groups, sizeof(*q->groups));
 	q->free_groups = calloc(q->nfree_groups, sizeof(*q->free_groups));
 	q->ready = calloc(depth, sizeof(*q->ready));
-	if (q->efd < 0 || !q->ready || (q->nfree_groups && (!q->groups || !q->free_groups))) {
-		ret = q->efd < 0 ? -errno : -ENOMEM;
-		if (q->efd >= 0)
-			close(q->efd);
+	ret = -ENOMEM;
+	if (!q->ready || (q->nfree_groups && (!q->groups || !q->free_groups)) ||
+	    (ret = uring_queue_init(&q->u, depth)) < 0) {
 		free(q->groups);
 		free(q->free_groups);
 		free(q->ready);
@@ -415,19 +380,7 @@ static int sf_queue_open(struct backend *b, unsigned depth, struct backend_queue
 	}
 	for (unsigned i = 0; i < q->nfree_groups; i++)
 		q->free_groups[i] = &q->groups[i];
-	ret = io_uring_queue_init_params(depth, &q->ring, &p);
-	if (ret < 0) {
-		pr_perr(ret, "io_uring setup (depth %u)", depth);
-		close(q->efd);
-		free(q->groups);
-		free(q->free_groups);
-		free(q->ready);
-		free(q);
-		return ret;
-	}
-	ret = io_uring_register_files(&q->ring, s->fds, s->nfiles);
-	if (!ret)
-		ret = io_uring_register_eventfd(&q->ring, q->efd);
+	ret = io_uring_register_files(&q->u.ring, s->fds, s->nfiles);
 	if (ret < 0) {
 		pr_perr(ret, "io_uring registration");
 		sf_queue_close(&q->base);

@@ -118,6 +118,16 @@ struct upg_config {
 	uint32_t nswap_files;
 	/* enum upg_policy: how reclaim picks the pages to page out. */
 	uint32_t policy;
+
+	/* Since 0.2. Called when a page cannot be read back (an I/O error, or
+	 * a swap copy that fails its checksum): addr is the page, err the
+	 * negative errno (-EIO, -EBADMSG...). The page is poisoned: whoever
+	 * touches it gets SIGBUS, never wrong data. Runs on one of upager's
+	 * threads (a handler, or the prefetcher), which serves no fault
+	 * meanwhile: it must be quick and must not touch the context's regions
+	 * (that could wait for itself). NULL: none. */
+	void (*on_error)(void *arg, void *addr, int err);
+	void *on_error_arg;
 };
 
 /* Swap paging is in this build: upg_config has mem_limit, swap files and
@@ -175,6 +185,28 @@ struct upg_region_opts {
 	 * size and a power of two. 0 = the base page size. The region's size
 	 * must be a multiple of it. */
 	uint64_t page_size;
+
+	/* Since 0.2: a region on a data file (see "Database API" below).
+	 * NULL: anonymous memory. Otherwise the file whose bytes
+	 * [file_offset, file_offset + size) the region's pages are: read from
+	 * it on first touch, written back to their own place (never to swap)
+	 * when evicted dirty or flushed. Needs a context with a mem_limit;
+	 * the path is opened when the region is made (O_DIRECT where the
+	 * filesystem allows it) and closed when it is destroyed. */
+	const char *file;
+	/* Where page 0 lives in the file: a multiple of 4096. */
+	uint64_t file_offset;
+};
+
+/* upg_region_opts.flags, for file regions. */
+enum upg_region_flags {
+	/* Open the file read-only. It must then hold the whole range; a
+	 * write to the region is refused (SIGSEGV to the writer, which needs
+	 * userfaultfd write-protect; without it writes stay in memory and are
+	 * never written to the file). */
+	UPG_REGION_FILE_RDONLY = 1u << 0,
+	/* Create the file if it does not exist (mode 0644 less the umask). */
+	UPG_REGION_FILE_CREATE = 1u << 1,
 };
 
 /* Fill *opts with defaults (and opts->size). */
@@ -184,12 +216,17 @@ void upg_region_opts_init(struct upg_region_opts *opts);
  * Create a region of `size` bytes in ctx: reserve the address range and
  * register it with the context's userfaultfd. Untouched pages cost no
  * memory, so regions may be far larger than RAM. A first read of a page maps
- * the shared zero page, a first write a zeroed private page.
+ * the shared zero page, a first write a zeroed private page; in a file
+ * region, the page's bytes in the file (zeros past its end).
  *
  * opts may be NULL for defaults. On success stores the handle in *out and
  * returns 0. Errors: -EINVAL (size 0 or not a multiple of the page size, bad
- * page size, unknown flags), -ENOMEM (address space or metadata), or the
- * error of registration.
+ * page size, unknown flags, file flags without a file, a file region in a
+ * context without a mem_limit or with a page size other than the base page,
+ * a file offset not a multiple of 4096, a read-only file shorter than
+ * file_offset + size, not a regular file), what open(2) says of the file
+ * (-ENOENT, -EACCES, ...), -ENOSPC (too many files open in the context),
+ * -ENOMEM (address space or metadata), or the error of registration.
  */
 int upg_region_create(upg_ctx *ctx, uint64_t size,
 		      const struct upg_region_opts *opts, upg_region **out);
@@ -197,7 +234,9 @@ int upg_region_create(upg_ctx *ctx, uint64_t size,
 /*
  * Unregister and unmap the region and free everything it holds. Faults in
  * flight are finished or abandoned first; later accesses to its addresses
- * are undefined. NULL is a no-op returning 0.
+ * are undefined. A read-write file region is flushed first (upg_flush) and
+ * its file closed; the flush's error, if any, is returned, the region being
+ * destroyed all the same. NULL is a no-op returning 0.
  */
 int upg_region_destroy(upg_region *region);
 
@@ -206,6 +245,150 @@ int upg_region_destroy(upg_region *region);
 void *upg_region_addr(const upg_region *region);
 uint64_t upg_region_size(const upg_region *region);
 uint64_t upg_region_page_size(const upg_region *region);
+
+/* ------------------------------------------------------------------------
+ * Database API
+ *
+ * What a database or storage engine needs from a pager that kernel mmap does
+ * not give it: write-back when it says so, pages it can hold in memory, reads
+ * it can start ahead of time. Ranges are byte offsets into a region, rounded
+ * out to whole pages, and must lie inside it (-EINVAL otherwise). These
+ * calls need a context with a mem_limit (-EINVAL otherwise), and run on the
+ * calling thread: they may block on I/O, never on a fault of their own.
+ */
+#define UPG_HAVE_DBAPI 1
+
+/* upg_flush() flags. */
+enum upg_flush_flags {
+	/* Write back but skip the fdatasync: nothing is durable yet. */
+	UPG_FLUSH_NOSYNC = 1u << 0,
+};
+
+/*
+ * Write the dirty pages of [off, off + len) of a file region back to their
+ * place in the file, then fdatasync(2) it (unless UPG_FLUSH_NOSYNC), before
+ * returning. Each page is written whole, as it was at one instant: a writer
+ * touching it meanwhile waits until its write-back is done. The pages stay
+ * resident and clean (write-protected again, so later writes are tracked;
+ * where userfaultfd has no write-protect they stay dirty, and are written
+ * again by the next flush). Pinned pages are skipped: they stay dirty.
+ * Pages whose write-back is already in flight (eviction) are waited for.
+ *
+ * Returns 0, -EINVAL (not a read-write file region, bad range), or the
+ * first I/O error (the pages that failed stay dirty).
+ */
+int upg_flush(upg_region *region, uint64_t off, uint64_t len, uint32_t flags);
+
+/*
+ * Write back the dirty pages of [off, off + len) of a file region (no
+ * fdatasync) and drop them from memory: the next touch reads them from the
+ * file. Pinned pages stay. A writer racing with the drop waits for it and
+ * then finds the page read back; without userfaultfd write-protect, a write
+ * to the range during upg_evict may be lost: do not race one with it then.
+ * Returns 0, -EINVAL, or the first I/O error (those pages stay resident).
+ */
+int upg_evict(upg_region *region, uint64_t off, uint64_t len);
+
+/*
+ * Pin the pages of [off, off + len): each is brought in now (if it was not
+ * resident) and is then neither evicted nor written back (by reclaim or
+ * upg_flush) until unpinned as many times as it was pinned (up to 4095).
+ * What a database needs before write-ahead logging lets a page go out.
+ * Pinned pages count against mem_limit: a context whose budget is all
+ * pinned makes every other fault wait. Returns 0, -EINVAL, or -EOVERFLOW
+ * (a page pinned 4095 times already; nothing of the range stays pinned).
+ */
+int upg_pin(upg_region *region, uint64_t off, uint64_t len);
+
+/* Undo one upg_pin of each page of [off, off + len). Returns 0, -EINVAL,
+ * or -EPERM for a page that was not pinned (the others are unpinned). */
+int upg_unpin(upg_region *region, uint64_t off, uint64_t len);
+
+/* A byte range of a region. */
+struct upg_range {
+	uint64_t off;
+	uint64_t len;
+};
+
+/*
+ * Start reading the pages of ranges[0..n) of region and return at once.
+ * The context's prefetcher thread claims each page not in memory, reads it
+ * (from the region's file or from swap) and maps it, clean; a touch of a
+ * page whose read is in flight waits for that read, not a new one. When
+ * every page of the call is in (or was skipped: the budget stayed full for
+ * 100 ms, or a read failed and poisoned the page), upg_ctx_event_fd() is
+ * bumped by one. Prefetched pages take budget like faulted ones: prefetch
+ * no more than the working set that fits. flags: 0.
+ * Returns 0, -EINVAL (bad range, no mem_limit, flags) or -ENOMEM.
+ */
+int upg_prefetch(upg_region *region, const struct upg_range *ranges, unsigned n, uint32_t flags);
+
+/* An eventfd (owned by the context; do not close it) that counts finished
+ * upg_prefetch calls: poll it for POLLIN, read(2) 8 bytes to take the
+ * count. -EINVAL for a context without a mem_limit. */
+int upg_ctx_event_fd(upg_ctx *ctx);
+
+enum upg_advice {
+	UPG_ADVICE_NORMAL = 0,      /* readahead follows fault streams (default) */
+	UPG_ADVICE_SEQUENTIAL = 1,  /* read far ahead from the first fault */
+	UPG_ADVICE_RANDOM = 2,      /* no readahead: every fault reads its page only */
+	UPG_ADVICE_WILLNEED = 3,    /* upg_prefetch of the range */
+	UPG_ADVICE_DONTNEED = 4,    /* upg_evict of the range (file regions) */
+	UPG_ADVICE_COLD = 5,        /* drop the range's clean, unpinned pages now;
+				     * dirty ones stay until reclaim or a flush
+				     * (file regions) */
+};
+
+/*
+ * Tell upager how [off, off + len) of region will be used (enum
+ * upg_advice). SEQUENTIAL, RANDOM and NORMAL apply to the whole region
+ * (the range is checked, not used). Returns 0, -EINVAL, or what the call it
+ * stands for returned.
+ */
+int upg_advise(upg_region *region, uint64_t off, uint64_t len, uint32_t advice);
+
+typedef struct upg_snap upg_snap;
+
+/* Where upg_snapshot writes the image: exactly one of path and region. */
+struct upg_snapshot_target {
+	uint32_t size;              /* sizeof(struct upg_snapshot_target) */
+	uint32_t reserved;          /* 0 */
+	/* A file, created (mode 0600) or truncated: page i of the image at
+	 * byte i * page size. */
+	const char *path;
+	/* Or a region at least as large, in any context (not the source):
+	 * the image is written into it from its first byte. */
+	upg_region *region;
+};
+
+/*
+ * Start a point-in-time image of region: the call write-protects the
+ * region (and waits for faults being handled to see the snapshot begin),
+ * then returns; a thread copies the image out meanwhile, while the
+ * application keeps reading and writing. A page written before the thread
+ * reached it is copied aside first, in the write's fault (copy-on-write),
+ * so the image is the region as it was when the call returned, for every
+ * page not written during the call itself: to get one instant across
+ * pages, hold writers off for the call (it does no I/O). Copies aside cost
+ * memory until the thread writes them out.
+ *
+ * Needs a context with a mem_limit (-EINVAL otherwise). Without userfaultfd
+ * write-protect (arm64 before 6.10) no write can be caught before it lands:
+ * the image is then copied during the call, a stop-the-world copy for which
+ * the caller holds its writers off until the call returns (readers go on).
+ * One snapshot per region at a time (-EBUSY). Pages the
+ * application drops (MADV_DONTNEED) during the snapshot are imaged as
+ * what they read as afterwards. On success *out is the snapshot, which
+ * upg_snapshot_wait finishes and frees; call it before destroying the
+ * region or the target region.
+ */
+int upg_snapshot(upg_region *region, const struct upg_snapshot_target *target,
+		 upg_snap **out);
+
+/* Wait until the image is complete (written, and fdatasync'ed for a
+ * file), free snap, and return 0 or the first error (-EIO for a page that
+ * could not be read: it is imaged as zeros). */
+int upg_snapshot_wait(upg_snap *snap);
 
 /* ------------------------------------------------------------------------
  * Statistics
@@ -265,6 +448,14 @@ struct upg_stats {
 	uint64_t readahead_waste;   /* read-ahead pages evicted or dropped first */
 	uint32_t evict_path;        /* enum upg_evict_path (contexts with a mem_limit) */
 	uint32_t reserved1;
+
+	/* Since 0.2: the database API. */
+	uint64_t pinned_pages;      /* pages pinned now */
+	uint64_t file_reads;        /* pages read from data files */
+	uint64_t file_writes;       /* pages written to data files (eviction, flush) */
+	uint64_t flushes;           /* upg_flush calls that returned 0 */
+	uint64_t prefetch_pages;    /* pages upg_prefetch read */
+	uint64_t prefetch_skipped;  /* ... and skipped: the budget stayed full */
 };
 
 /* How pages leave the application, chosen by the feature probe (mask

@@ -158,14 +158,15 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 
 	ctx->nhandlers = ctx->cfg.handler_threads ? ctx->cfg.handler_threads : allowed_cpus();
 	ctx->handlers = aligned_alloc(64, ctx->nhandlers * sizeof(*ctx->handlers));
-	/* One reader per handler, and one for the reclaimer. */
-	ctx->qsbr_readers = aligned_alloc(64, (ctx->nhandlers + 1) * sizeof(*ctx->qsbr_readers));
+	/* One reader per handler, one for the reclaimer, one for the
+	 * prefetcher. */
+	ctx->qsbr_readers = aligned_alloc(64, (ctx->nhandlers + 2) * sizeof(*ctx->qsbr_readers));
 	if (!ctx->handlers || !ctx->qsbr_readers) {
 		ret = -ENOMEM;
 		goto err_registry;
 	}
 	memset(ctx->handlers, 0, ctx->nhandlers * sizeof(*ctx->handlers));
-	qsbr_init(&ctx->qsbr, ctx->qsbr_readers, ctx->nhandlers + 1);
+	qsbr_init(&ctx->qsbr, ctx->qsbr_readers, ctx->nhandlers + 2);
 	ret = handlers_start(ctx);
 	if (ret < 0)
 		goto err_registry;
@@ -249,6 +250,10 @@ int upg_stats_get(upg_ctx *ctx, struct upg_stats *st)
 		all.evict_path = pg->path;
 		all.cooling_bytes = atomic_load_explicit(&pg->cooling_pages, memory_order_relaxed) *
 				    pg->page_size;
+		all.pinned_pages = atomic_load_explicit(&pg->pinned_pages, memory_order_relaxed);
+		all.file_writes += atomic_load_explicit(&pg->api_file_writes, memory_order_relaxed);
+		all.flushes = atomic_load_explicit(&pg->flushes, memory_order_relaxed);
+		prefetch_stats(pg, &all);
 	}
 	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
 	st->size = size < sizeof(all) ? size : (uint32_t)sizeof(all);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "paging.h"
 #include "region.h"
+#include "snapshot.h"
 #include "uffd.h"
 
 static inline size_t base_page(const struct upg_ctx *ctx)
@@ -93,6 +94,20 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 		case PG_SWAPPED:
 			res = paging_swapin(h, r, idx, old, write);
 			break;
+		case PG_NONE:
+			if (r->file) {
+				/* Never touched: the page is in its file. */
+				res = paging_swapin(h, r, idx, old, write);
+				break;
+			}
+			if (ctx->paging && !reserved) {
+				if (!paging_reserve(ctx->paging))
+					return FAULT_DEFER;
+				reserved = true;
+			}
+			if (pg_cas(pw, &old, pg_with_state(old, PG_BUSY)))
+				goto claimed;
+			continue;
 		case PG_COOLING:
 			res = paging_uncool(h, r, idx, old, write);
 			break;
@@ -100,13 +115,6 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 			deliver_poison(ctx, page, psize, tid);
 			res = FAULT_ERROR;
 			break;
-		case PG_NONE:
-			if (ctx->paging && !reserved) {
-				if (!paging_reserve(ctx->paging))
-					return FAULT_DEFER;
-				reserved = true;
-			}
-			/* fall through */
 		default:
 			if (pg_cas(pw, &old, pg_with_state(old, PG_BUSY)))
 				goto claimed;
@@ -121,6 +129,8 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 	}
 claimed:
 	was = pg_state(old);
+	if (was == PG_NONE)
+		snapshot_keep(r, idx, NULL);
 	if (reserved && was != PG_NONE) {
 		paging_unreserve(ctx->paging, 1);
 		reserved = false;
@@ -192,14 +202,14 @@ claimed:
 /* A write to a write-protected page: a clean page's first write under
  * dirty tracking. Elsewhere nothing protects pages, so the protection is
  * lifted and the writer goes on. */
-static fault_result resolve_wp(struct handler *h, uintptr_t addr)
+static fault_result resolve_wp(struct handler *h, uintptr_t addr, pid_t tid)
 {
 	size_t bp = base_page(h->ctx);
 	struct upg_region *r;
 	int ret;
 
 	if (h->ctx->paging && (r = registry_lookup(&h->ctx->registry, addr)))
-		return paging_wp_fault(h, r, region_index(r, addr));
+		return paging_wp_fault(h, r, region_index(r, addr), tid);
 	ret = uffd_writeprotect(h->ctx->uffd, addr & ~(uintptr_t)(bp - 1), bp, 0);
 	if (ret == -EAGAIN)
 		return FAULT_DEFER;
@@ -211,6 +221,12 @@ static fault_result resolve_wp(struct handler *h, uintptr_t addr)
 		}
 	}
 	return FAULT_DONE;
+}
+
+/* The faulting thread, where the kernel says (0 otherwise). */
+static inline pid_t fault_tid(const struct upg_ctx *ctx, const struct uffd_msg *msg)
+{
+	return (ctx->features & UPG_FEAT_THREAD_ID) ? (pid_t)msg->arg.pagefault.feat.ptid : 0;
 }
 
 /* retry: the message was deferred before and is counted already. */
@@ -227,7 +243,7 @@ static void handle_pagefault(struct handler *h, const struct uffd_msg *msg, bool
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
 		if (!retry)
 			stat_inc(&h->stats.faults_wp);
-		if (resolve_wp(h, addr) == FAULT_DEFER && !fault_defer(h, msg))
+		if (resolve_wp(h, addr, fault_tid(ctx, msg)) == FAULT_DEFER && !fault_defer(h, msg))
 			uffd_wake(ctx->uffd, addr & ~(uintptr_t)(base_page(ctx) - 1), base_page(ctx));
 		return;
 	}
@@ -251,9 +267,7 @@ static void handle_pagefault(struct handler *h, const struct uffd_msg *msg, bool
 		uffd_wake(ctx->uffd, addr & ~(uintptr_t)(bp - 1), bp);
 		return;
 	}
-	res = resolve_missing(h, r, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE,
-			      (ctx->features & UPG_FEAT_THREAD_ID) ? (pid_t)msg->arg.pagefault.feat.ptid
-								   : 0);
+	res = resolve_missing(h, r, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE, fault_tid(ctx, msg));
 	if (res == FAULT_SHARED)
 		stat_inc(&h->stats.faults_shared);
 	else if (res == FAULT_STALE)

@@ -23,7 +23,7 @@
 _Static_assert(MSG_BATCH == 1, "the read lock below handles one message per read");
 
 /* What a handler waits for, by epoll tag. */
-enum { EV_UFFD, EV_STOP, EV_IO, EV_WAKE };
+enum { EV_UFFD, EV_STOP, EV_IO, EV_WAKE, EV_FILE_IO };
 
 /*
  * Each handler waits in its own epoll set. The userfaultfd is in every set
@@ -34,7 +34,7 @@ enum { EV_UFFD, EV_STOP, EV_IO, EV_WAKE };
 static int wait_set(struct handler *h)
 {
 	const int fds[] = { h->ctx->uffd, h->ctx->stop_fd, paging_handler_fd(h),
-			    paging_handler_wake_fd(h) };
+			    paging_handler_wake_fd(h), paging_handler_file_fd(h) };
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 
 	if (ep < 0)
@@ -74,7 +74,7 @@ static void *handler_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 
 	for (;;) {
-		struct epoll_event evs[4];
+		struct epoll_event evs[5];
 		bool readable = false, stop = false;
 		ssize_t n;
 		int nev;
@@ -84,7 +84,7 @@ static void *handler_main(void *arg)
 		 * event to be read: look again every millisecond anyway. */
 		if (h->ndeferred && paging)
 			atomic_store_explicit(&h->paging.waiting, true, memory_order_release);
-		nev = epoll_wait(h->epfd, evs, 4, h->ndeferred || paging_pending(h) ? 1 : -1);
+		nev = epoll_wait(h->epfd, evs, 5, h->ndeferred || paging_pending(h) ? 1 : -1);
 		if (nev < 0) {
 			if (errno == EINTR)
 				continue;

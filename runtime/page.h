@@ -17,8 +17,12 @@
  *   bit   7      RA: read ahead and not yet reached by the fault stream
  *   bits  8..19  pin count
  *   bits 20..63  RESIDENT, SWAPPED: swap slot + 1 of the page's copy
- *                (0 = none); COOLING: the frame holding it; BUSY: what the
- *                state before held, for the claimant
+ *                (0 = none), or for a page of a file region its data-file
+ *                slot + 1 (datafile.h); COOLING: the frame holding it; BUSY:
+ *                what the state before held, for the claimant
+ *
+ * In a file region, NONE means "in its file, never read": a fault reads it
+ * like a SWAPPED page (fault.c).
  */
 #ifndef UPG_PAGE_H
 #define UPG_PAGE_H

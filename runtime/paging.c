@@ -12,6 +12,7 @@
 #include "ctx.h"
 #include "log.h"
 #include "region.h"
+#include "datafile.h"
 #include "swapfile.h"
 #include "uffd.h"
 
@@ -114,6 +115,12 @@ int paging_create(struct upg_ctx *ctx)
 	ret = backend_queue_open(pg->backend, 2 * PAGING_BATCH, &pg->queue);
 	if (ret < 0)
 		goto err;
+	ret = datafile_open((uint32_t)pg->page_size, &pg->files);
+	if (ret < 0)
+		goto err;
+	ret = backend_queue_open(pg->files, 2 * PAGING_BATCH, &pg->fqueue);
+	if (ret < 0)
+		goto err;
 	ctx->paging = pg;
 	return 0;
 err:
@@ -126,21 +133,29 @@ int paging_start(struct upg_ctx *ctx)
 {
 	struct paging *pg = ctx->paging;
 
+	int ret;
+
 	if (!pg)
 		return 0;
-	return -pthread_create(&pg->thread, NULL, paging_reclaimer_main, pg);
+	/* The prefetcher first: the reclaimer drains its ring. */
+	ret = prefetch_start(ctx);
+	return ret < 0 ? ret : -pthread_create(&pg->thread, NULL, paging_reclaimer_main, pg);
 }
 
 void paging_stop(struct upg_ctx *ctx)
 {
 	struct paging *pg = ctx->paging;
 
-	if (!pg || !pg->thread)
+	if (!pg)
 		return;
-	atomic_store(&pg->stop, true);
-	paging_kick(pg);
-	pthread_join(pg->thread, NULL);
-	pg->thread = 0;
+	/* The reclaimer first: it drains the prefetcher's ring. */
+	if (pg->thread) {
+		atomic_store(&pg->stop, true);
+		paging_kick(pg);
+		pthread_join(pg->thread, NULL);
+		pg->thread = 0;
+	}
+	prefetch_stop(ctx);
 }
 
 void paging_destroy(struct upg_ctx *ctx)
@@ -151,6 +166,7 @@ void paging_destroy(struct upg_ctx *ctx)
 		return;
 	paging_stop(ctx);
 	backend_queue_close(pg->queue);
+	backend_queue_close(pg->fqueue);
 	if (pg->frames) {
 		if (pg->path == UPG_EVICT_MOVE)
 			uffd_unregister(ctx->uffd, pg->frames, pg->nframes * pg->page_size);
@@ -159,6 +175,7 @@ void paging_destroy(struct upg_ctx *ctx)
 	if (pg->evict_ready)
 		evict_fini(pg);
 	backend_close(pg->backend);
+	backend_close(pg->files);
 	if (pg->kick_fd >= 0)
 		close(pg->kick_fd);
 	free(pg->fe);
@@ -181,6 +198,9 @@ int paging_handler_init(struct handler *h)
 	ret = backend_queue_open(pg->backend, PAGING_HANDLER_BUFS, &ph->queue);
 	if (ret < 0)
 		return ret;
+	ret = backend_queue_open(pg->files, PAGING_HANDLER_BUFS, &ph->fqueue);
+	if (ret < 0)
+		return ret;
 	ret = resq_init(&ph->resq, HANDLER_RESQ);
 	if (ret < 0)
 		return ret;
@@ -201,6 +221,7 @@ void paging_handler_fini(struct handler *h)
 	struct paging_handler *ph = &h->paging;
 
 	backend_queue_close(ph->queue);
+	backend_queue_close(ph->fqueue);
 	if (ph->wake_fd > 0)
 		close(ph->wake_fd);
 	resq_fini(&ph->resq);
@@ -212,6 +233,11 @@ void paging_handler_fini(struct handler *h)
 int paging_handler_fd(struct handler *h)
 {
 	return h->paging.queue ? backend_queue_fd(h->paging.queue) : -1;
+}
+
+int paging_handler_file_fd(struct handler *h)
+{
+	return h->paging.fqueue ? backend_queue_fd(h->paging.fqueue) : -1;
 }
 
 int paging_handler_wake_fd(struct handler *h)
@@ -280,9 +306,6 @@ void paging_forget_page(struct paging *pg, struct upg_region *r, uint64_t idx, u
 	default:
 		return;
 	}
-	if (pg && slot1) {
-		uint64_t slot = slot1 - 1;
-
-		backend_discard(pg->backend, &slot, 1);
-	}
+	if (pg && slot1)
+		paging_discard(pg, slot1 - 1);
 }

@@ -29,9 +29,13 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "compat.h"
+#include "datafile.h"
 #include "fault.h"
 #include "resq.h"
 #include "stats.h"
@@ -39,6 +43,7 @@
 struct upg_ctx;
 struct upg_region;
 struct handler;
+struct prefetcher;
 
 /* Pages moved per batch: MADV_DONTNEED of frames, write-back I/O. */
 #define PAGING_BATCH 64u
@@ -61,6 +66,11 @@ struct frame {
 struct paging {
 	struct upg_ctx *ctx;
 	struct backend *backend;
+	/* The data files of file regions (datafile.h): their slots carry
+	 * DATAFILE_SLOT_TAG, so a slot alone says which backend holds it. */
+	struct backend *files;
+	/* The database API's counters (dbapi.c), kept by application threads. */
+	_Atomic uint64_t pinned_pages, api_file_writes, flushes;
 	uint32_t policy;
 	uint32_t path;            /* enum upg_evict_path */
 	bool evict_ready;         /* evict_init() done */
@@ -106,6 +116,7 @@ struct paging {
 	_Atomic bool sleeping;
 	_Atomic bool stop;
 	struct backend_queue *queue;
+	struct backend_queue *fqueue;   /* on files */
 	struct handler_stats stats;
 	uint64_t errors_seen;     /* write_errors when swap_health() last looked */
 	int write_error;          /* how the last write-back failed (logged once), or 0 */
@@ -113,12 +124,14 @@ struct paging {
 	uint64_t lru_head, lru_tail, lru_mask;
 	_Atomic uint64_t lost;    /* candidates dropped by full rings */
 	uint32_t scan_region;     /* where scan_for_candidates() goes on */
+	struct prefetcher *prefetch;  /* prefetch.c */
 	uint64_t scan_index;
 };
 
 /* Per-handler state. */
 struct paging_handler {
 	struct backend_queue *queue;
+	struct backend_queue *fqueue;   /* on pg->files */
 	struct resq resq;
 	struct backend_io *ios;   /* one per buffer */
 	uint8_t *bufs;
@@ -137,6 +150,12 @@ struct paging_handler {
 	int wake_fd;
 	_Atomic bool waiting;
 	uint32_t probe;           /* map_clean()'s one-in-eight counter */
+	/* The prefetcher's (prefetch.c): who each buffer's read is for, set
+	 * from cur_owner when the read is queued; io_done(owner) is called
+	 * when the buffer comes back. NULL in handlers. */
+	void **owner;
+	void *cur_owner;
+	void (*io_done)(void *owner);
 	/* Readahead: the sequential streams this handler follows (swapin.c). */
 	struct ra_stream {
 		uint32_t region;
@@ -156,6 +175,7 @@ int paging_handler_init(struct handler *h);
 void paging_handler_fini(struct handler *h);
 /* The fds the handler polls: I/O completions, and memory freed. */
 int paging_handler_fd(struct handler *h);
+int paging_handler_file_fd(struct handler *h);
 int paging_handler_wake_fd(struct handler *h);
 
 /*
@@ -175,11 +195,25 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 			   bool write);
 fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
 			   bool write);
-fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx);
+/* A write to a write-protected page; tid: the writer, or 0 if unknown. */
+fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx, pid_t tid);
 void paging_reap(struct handler *h);
 /* A fault on page idx of r while it was busy: if it continues the
  * handler's sequential stream, read further ahead. */
 void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx);
+/* Claim page idx of r and queue its read for the prefetcher h (swapin.c),
+ * for ph->cur_owner. 2: queued; 1: nothing to read (in memory, busy); 0: no
+ * buffer or no budget now, retry later (nothing was claimed). */
+int paging_prefetch_page(struct handler *h, struct upg_region *r, uint64_t idx);
+
+/* The prefetcher (prefetch.c): a thread with its own queues and buffers,
+ * which reads pages ahead of the application's accesses. */
+int prefetch_start(struct upg_ctx *ctx);
+void prefetch_stop(struct upg_ctx *ctx);
+/* Its candidate ring, for the reclaimer (NULL if none). */
+struct resq *prefetch_resq(struct paging *pg);
+void prefetch_stats(struct paging *pg, struct upg_stats *st);
+
 /* Whether the handler has work to retry (it then polls with a timeout). */
 bool paging_pending(struct handler *h);
 
@@ -222,6 +256,43 @@ const char *evict_path_name(uint32_t path);
 /* Reclaimer (reclaim.c). */
 void *paging_reclaimer_main(void *arg);
 void paging_kick(struct paging *pg);
+
+/* The page at slot is dead: a swap slot is discarded; a data-file page
+ * stays where it is (the file is the truth). */
+static inline void paging_discard(struct paging *pg, uint64_t slot)
+{
+	if (!datafile_slot_is_file(slot))
+		backend_discard(pg->backend, &slot, 1);
+}
+
+/* Of a pair of queues (swap, data files), the one that moves slot. */
+static inline struct backend_queue *paging_queue(struct backend_queue *swap,
+						 struct backend_queue *files, uint64_t slot)
+{
+	return datafile_slot_is_file(slot) ? files : swap;
+}
+
+/* Submit what the handler queued on either queue. */
+static inline void paging_submit(struct paging_handler *ph)
+{
+	backend_submit(ph->queue);
+	backend_submit(ph->fqueue);
+}
+
+/*
+ * Copy len bytes of the application's memory at src (a page it may be
+ * writing to, held still by write-protect or a claim) to dst. Through
+ * process_vm_readv rather than memcpy: an unmapped page fails the copy
+ * instead of crashing the runtime, and the ordering the kernel gives (a
+ * writer waits in its fault) is one a race detector cannot see through an
+ * instrumented memcpy. Returns whether all of it was copied.
+ */
+static inline bool paging_copy_in(void *dst, const void *src, size_t len)
+{
+	struct iovec local = { dst, len }, remote = { (void *)src, len };
+
+	return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len;
+}
 
 static inline uint8_t *frame_addr(struct paging *pg, uint64_t f)
 {

@@ -51,10 +51,12 @@ static void drain_rings(struct paging *pg)
 {
 	struct upg_ctx *ctx = pg->ctx;
 
-	for (unsigned i = 0; i < ctx->nhandlers; i++) {
-		struct resq *q = &ctx->handlers[i].paging.resq;
+	for (unsigned i = 0; i <= ctx->nhandlers; i++) {
+		struct resq *q = i < ctx->nhandlers ? &ctx->handlers[i].paging.resq : prefetch_resq(pg);
 		uint64_t ref;
 
+		if (!q)
+			continue;
 		while (pg->lru_head - pg->lru_tail <= pg->lru_mask && resq_pop(q, &ref))
 			pg->lru[pg->lru_head++ & pg->lru_mask] = ref;
 	}
@@ -270,18 +272,16 @@ static void written(struct paging *pg, struct victim *v)
 		}
 		stat_inc(&pg->stats.write_errors);
 		if (v->io.slot != NO_SLOT)
-			backend_discard(pg->backend, &v->io.slot, 1);
+			paging_discard(pg, v->io.slot);
 		give_back(pg, v, f);
 		return;
 	}
 	pg->write_error = 0;
-	stat_inc(&pg->stats.swap_outs);
+	stat_inc(v->r->file ? &pg->stats.file_writes : &pg->stats.swap_outs);
 	v->r->crc[v->idx] = v->io.crc;
-	if (f->slot1) {
-		uint64_t old = f->slot1 - 1;
-
-		backend_discard(pg->backend, &old, 1);
-	}
+	/* (A data-file page was written over its own copy.) */
+	if (f->slot1 && f->slot1 - 1 != v->io.slot)
+		paging_discard(pg, f->slot1 - 1);
 	page_release(v->r, v->idx, pg_make(0, PG_SWAPPED, v->io.slot + 1, 0));
 	frame_release(pg, f, v->ref1);
 }
@@ -335,6 +335,20 @@ static void swap_health(struct paging *pg, unsigned n)
 	atomic_store_explicit(&pg->swap_stuck, stuck, memory_order_relaxed);
 }
 
+/* Wait for the n I/Os submitted on q (results in their ios). */
+static void reap_all(struct backend_queue *q, struct backend_io **done, unsigned n)
+{
+	unsigned reaped = 0;
+
+	while (reaped < n) {
+		int ret = backend_reap(q, done, PAGING_BATCH, n - reaped);
+
+		if (ret < 0)
+			break;
+		reaped += (unsigned)ret;
+	}
+}
+
 /* Write back (or drop) the pages of one batch at the tail. Returns how many
  * frames it went past. Called online; returns online. */
 static unsigned writeback_batch(struct paging *pg)
@@ -345,7 +359,7 @@ static unsigned writeback_batch(struct paging *pg)
 	struct backend_io *done[PAGING_BATCH];
 	uint64_t slots[PAGING_BATCH];
 	uint64_t start = pg->tail;
-	unsigned n = 0, got = 0, queued = 0, reaped = 0;
+	unsigned n = 0, nswap = 0, got = 0, queued[2] = { 0, 0 };
 	int ret;
 
 	for (uint64_t pos = pg->tail; pos < end; pos++) {
@@ -355,24 +369,30 @@ static unsigned writeback_batch(struct paging *pg)
 
 		if (!r)
 			continue;
-		if (!f->dirty && f->slot1) {
-			/* Its copy in swap is current: no write. */
+		if ((!f->dirty && f->slot1) || r->rdonly) {
+			/* Its copy in swap or its file is current: no write.
+			 * (A read-only file region's page is never written;
+			 * it is dirty only where write-protect is missing.) */
 			page_release(r, idx, pg_make(0, PG_SWAPPED, f->slot1, 0));
 			frame_release(pg, f, ref1);
 			stat_inc(&pg->stats.dropped_clean);
 			continue;
 		}
 		v[n++] = (struct victim){ .r = r, .idx = idx, .pos = pos, .ref1 = ref1 };
+		/* A data-file page goes back to its own place. */
+		nswap += !r->file;
 	}
 
-	if (n) {
-		ret = backend_alloc_slots(pg->backend, n, slots);
+	if (nswap) {
+		ret = backend_alloc_slots(pg->backend, nswap, slots);
 		if (ret < 0 && ret != -ENOSPC)
 			pr_perr(ret, "cannot allocate swap slots");
 		got = ret > 0 ? (unsigned)ret : 0;
 	}
-	for (unsigned i = 0; i < n; i++) {
-		if (i >= got) {
+	for (unsigned i = 0, s = 0; i < n; i++) {
+		struct backend_queue *q = v[i].r->file ? pg->fqueue : pg->queue;
+
+		if (!v[i].r->file && s++ >= got) {
 			/* Swap is full: the page stays in memory. */
 			v[i].io.slot = NO_SLOT;
 			v[i].io.result = -ENOSPC;
@@ -380,36 +400,36 @@ static unsigned writeback_batch(struct paging *pg)
 			continue;
 		}
 		v[i].io = (struct backend_io){
-			.slot = slots[i],
+			.slot = v[i].r->file ? region_file_slot(v[i].r, v[i].idx) : slots[s - 1],
 			.buf = frame_addr(pg, v[i].pos),
 			.cookie = &v[i],
 		};
-		if (backend_queue_write(pg->queue, &v[i].io) < 0) {
+		if (backend_queue_write(q, &v[i].io) < 0) {
 			v[i].io.cookie = NULL;
 			v[i].io.result = -EIO;
 			written(pg, &v[i]);
 			continue;
 		}
-		queued++;
+		queued[q == pg->fqueue]++;
 	}
-	if (queued) {
-		/* Wait offline: region destroys must not wait for the disk. The
-		 * pages stay BUSY meanwhile, so their regions' memory stays. */
-		qsbr_offline(reader(pg));
+	if (queued[0] || queued[1]) {
+		/* Submitted online: a data file is closed only after a grace
+		 * period once its region is gone, and a submitted I/O holds
+		 * the file. Wait offline: region destroys must not wait for the
+		 * disk. The pages stay BUSY meanwhile, so their regions' memory
+		 * stays. */
 		backend_submit(pg->queue);
-		while (reaped < queued) {
-			ret = backend_reap(pg->queue, done, PAGING_BATCH, queued - reaped);
-			if (ret < 0)
-				break;
-			reaped += (unsigned)ret;
-		}
+		backend_submit(pg->fqueue);
+		qsbr_offline(reader(pg));
+		reap_all(pg->queue, done, queued[0]);
+		reap_all(pg->fqueue, done, queued[1]);
 		qsbr_online(&ctx->qsbr, reader(pg));
 		for (unsigned i = 0; i < n; i++) {
 			if (v[i].io.cookie != &v[i])
 				continue;     /* handled above */
 			v[i].r = region_by_id(ctx, page_ref_region(v[i].ref1 - 1));
 			if (!v[i].r) {
-				backend_discard(pg->backend, &v[i].io.slot, 1);
+				paging_discard(pg, v[i].io.slot);
 				frame_release(pg, &pg->fe[v[i].pos % pg->nframes], v[i].ref1);
 				continue;
 			}

@@ -30,7 +30,31 @@ static int opts_copy(struct upg_region_opts *dst, const struct upg_region_opts *
 		return -EINVAL;
 	memcpy(dst, src, src->size < sizeof(*dst) ? src->size : sizeof(*dst));
 	dst->size = sizeof(*dst);
-	return dst->flags ? -EINVAL : 0;
+	if (dst->flags & ~(uint32_t)(UPG_REGION_FILE_RDONLY | UPG_REGION_FILE_CREATE))
+		return -EINVAL;
+	/* File flags without a file, or a file with nothing to say where. */
+	if (!dst->file && (dst->flags || dst->file_offset))
+		return -EINVAL;
+	return 0;
+}
+
+/* Open r's data file (opts->file) in the context's data-file backend. */
+static int file_attach(struct upg_region *r, const struct upg_region_opts *opts)
+{
+	struct paging *pg = r->ctx->paging;
+	unsigned file_no;
+	int ret;
+
+	if (!pg)
+		return -EINVAL;   /* a file region pages under a budget */
+	r->rdonly = opts->flags & UPG_REGION_FILE_RDONLY;
+	ret = datafile_attach(pg->files, opts->file, opts->file_offset, r->size, r->rdonly,
+			      opts->flags & UPG_REGION_FILE_CREATE, &file_no);
+	if (ret < 0)
+		return ret;
+	r->file = true;
+	r->file_no = file_no;
+	return 0;
 }
 
 /* A zeroed array of n elements of `size` bytes: calloc'd when small, an
@@ -179,6 +203,8 @@ int upg_region_create(upg_ctx *ctx, uint64_t size, const struct upg_region_opts 
 		return -EINVAL;
 	if (ctx->paging && psize != base_page)
 		return -EINVAL;   /* swap slots are base pages */
+	if (opts.file && opts.file_offset % 4096)
+		return -EINVAL;   /* O_DIRECT */
 	if (!size || size % psize || size > (1ull << 47))
 		return -EINVAL;
 
@@ -190,6 +216,8 @@ int upg_region_create(upg_ctx *ctx, uint64_t size, const struct upg_region_opts 
 	r->page_shift = (unsigned)__builtin_ctzll(psize);
 	r->npages = size >> r->page_shift;
 	pthread_mutex_init(&r->lock, NULL);
+	if (opts.file && (ret = file_attach(r, &opts)) < 0)
+		goto err_free;
 	ret = metadata_alloc(r, ctx->paging != NULL);
 	if (ret < 0)
 		goto err_free;
@@ -243,6 +271,8 @@ err_id:
 err_state:
 	metadata_free(r);
 err_free:
+	if (r->file)
+		datafile_detach(ctx->paging->files, r->file_no);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	return ret;
@@ -277,10 +307,15 @@ static int unmap_part(struct upg_region *r, void *addr, size_t len)
 int upg_region_destroy(upg_region *r)
 {
 	struct upg_ctx *ctx;
+	int ret = 0;
 
 	if (!r)
 		return 0;
 	ctx = r->ctx;
+	/* What the application wrote reaches its file, as it would with
+	 * munmap of a shared file mapping (and more: durably). */
+	if (r->file && !r->rdonly)
+		ret = upg_flush(r, 0, r->size, 0);
 	atomic_store(&r->dying, true);
 
 	/* Unregistering wakes every thread still waiting on the range; a
@@ -300,6 +335,11 @@ int upg_region_destroy(upg_region *r)
 	 * that no frame reference can name another region's page meanwhile. */
 	if (ctx->paging)
 		region_forget(r, region_base(r), region_base(r) + r->size);
+	/* No I/O to the file can be queued any more: the reclaimer and the
+	 * handlers look the region up by id, and it is gone since the grace
+	 * period (what they queued before holds the file open in the ring). */
+	if (r->file)
+		datafile_detach(ctx->paging->files, r->file_no);
 	id_free(ctx, r->id);
 
 	pthread_mutex_lock(&ctx->lock);
@@ -317,7 +357,7 @@ int upg_region_destroy(upg_region *r)
 	free(r->holes);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
-	return 0;
+	return ret;
 }
 
 void regions_destroy_all(struct upg_ctx *ctx)

@@ -15,9 +15,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "datafile.h"
 #include "page.h"
 
 struct upg_ctx;
+struct upg_snap;
 
 struct range {
 	uintptr_t start;
@@ -42,6 +44,17 @@ struct upg_region {
 	_Atomic uint64_t resident_pages;    /* pages whose word says PG_RESIDENT */
 	_Atomic bool in_registry;
 	_Atomic bool dying;
+	/* A file region (the database API): its pages live in file number
+	 * file_no of the context's data-file backend, page i at slot
+	 * region_file_slot(r, i), and never go to swap. */
+	bool file;
+	bool rdonly;
+	uint32_t file_no;
+	/* enum upg_advice for the whole region (NORMAL, SEQUENTIAL, RANDOM):
+	 * steers readahead (swapin.c). */
+	_Atomic uint32_t advice;
+	/* The snapshot in progress (snapshot.h), or NULL. */
+	_Atomic(struct upg_snap *) snap;
 
 	/* Parts of the range the application unmapped (munmap, or mremap of
 	 * part of it away): never touched again by upager. Offsets from base. */
@@ -58,6 +71,12 @@ static inline uintptr_t region_base(const struct upg_region *r)
 static inline uint64_t region_page_size(const struct upg_region *r)
 {
 	return 1ull << r->page_shift;
+}
+
+/* The data-file slot of page idx of a file region. */
+static inline uint64_t region_file_slot(const struct upg_region *r, uint64_t idx)
+{
+	return datafile_slot(r->file_no, idx);
 }
 
 /* Page index of addr, which must lie inside r. */

@@ -1,12 +1,16 @@
 /* swapin.c - the handler's side of paging: pages coming back in. */
 #define LOG_PREFIX "swapin: "
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "ctx.h"
 #include "log.h"
 #include "paging.h"
 #include "region.h"
+#include "snapshot.h"
 #include "uffd.h"
 
 static struct backend_io *buf_get(struct paging_handler *ph)
@@ -32,6 +36,12 @@ static void buf_put(struct paging_handler *ph, struct backend_io *io)
 
 	ph->free_map[i / 64] |= 1ull << (i % 64);
 	ph->nfree++;
+	if (ph->owner && ph->owner[i]) {
+		void *owner = ph->owner[i];
+
+		ph->owner[i] = NULL;
+		ph->io_done(owner);
+	}
 }
 
 static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
@@ -75,6 +85,24 @@ static bool map_clean(struct handler *h, bool write, unsigned pages)
 	return true;
 }
 
+/* Whether page idx of r, in state w, is to be read in: in swap, or in a file
+ * region and not in memory (a page of a file region never touched is in
+ * its file). */
+static inline bool readable_page(const struct upg_region *r, uint64_t w)
+{
+	return pg_state(w) == PG_SWAPPED || (r->file && pg_state(w) == PG_NONE);
+}
+
+/* A read-only file region's pages are always mapped clean: their
+ * write-protection is what refuses writes (paging_wp_fault). */
+static inline bool map_clean_page(struct handler *h, const struct upg_region *r, bool write,
+				  unsigned pages)
+{
+	if (r->rdonly)
+		return h->ctx->features & UPG_FEAT_WP;
+	return map_clean(h, write, pages);
+}
+
 /* Queue the read of page idx of r, claimed by the caller (word w before). */
 static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
 			 uint64_t mark)
@@ -82,10 +110,10 @@ static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, 
 	struct paging_handler *ph = &h->paging;
 	struct backend_io *io = buf_get(ph);
 
-	io->slot = pg_val(w) - 1;
+	io->slot = r->file ? region_file_slot(r, idx) : pg_val(w) - 1;
 	io->crc = r->crc[idx];
 	io->cookie = (void *)(uintptr_t)(page_ref(r->id, idx) | mark);
-	if (backend_queue_read(ph->queue, io) == 0)
+	if (backend_queue_read(paging_queue(ph->queue, ph->fqueue, io->slot), io) == 0)
 		return true;
 	buf_put(ph, io);
 	return false;
@@ -136,15 +164,24 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 {
 	struct paging *pg = h->ctx->paging;
 	struct paging_handler *ph = &h->paging;
-	struct ra_stream *st = ra_find(ph, r, idx);
+	uint32_t advice = atomic_load_explicit(&r->advice, memory_order_relaxed);
+	struct ra_stream *st;
 	uint64_t j, end;
 
+	if (advice == UPG_ADVICE_RANDOM)
+		return;
+	st = ra_find(ph, r, idx);
 	if (!st) {
 		/* A major fault may start a stream; it reads ahead once the
-		 * next fault continues it. */
-		if (major)
-			ra_start(ph, r, idx)->used = ++ph->ra_clock;
-		return;
+		 * next fault continues it, or at once, a whole window, where
+		 * the application said the region is read sequentially. */
+		if (!major)
+			return;
+		st = ra_start(ph, r, idx);
+		st->used = ++ph->ra_clock;
+		if (advice != UPG_ADVICE_SEQUENTIAL)
+			return;
+		st->win = RA_MAX;
 	}
 	/* The stream went past the pages read ahead before this one. */
 	for (j = st->last + 1; j < idx; j++) {
@@ -167,7 +204,7 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 	for (; j < end && ph->nfree; j++) {
 		uint64_t w = pg_load(&r->state[j]);
 
-		if (pg_state(w) != PG_SWAPPED)
+		if (!readable_page(r, w))
 			continue;
 		if (!paging_reserve(pg))
 			break;
@@ -192,7 +229,7 @@ void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx)
 
 	readahead(h, r, idx, false);
 	if (h->paging.nfree != before)
-		backend_submit(h->paging.queue);
+		paging_submit(&h->paging);
 }
 
 fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
@@ -216,7 +253,7 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_ERROR;
 	}
 	readahead(h, r, idx, true);
-	backend_submit(ph->queue);
+	paging_submit(ph);
 	stat_inc(&h->stats.faults_major);
 	return FAULT_QUEUED;
 }
@@ -230,9 +267,11 @@ static void poison(struct handler *h, struct upg_region *r, uint64_t idx, uint64
 
 	if (atomic_load_explicit(&h->stats.read_errors, memory_order_relaxed) < 8)
 		pr_perr(err, "swap-in of page %#lx failed, page poisoned", (unsigned long)addr);
+	if (ctx->cfg.on_error)
+		ctx->cfg.on_error(ctx->cfg.on_error_arg, (void *)addr, err);
 	stat_inc(&h->stats.read_errors);
 	stat_inc(&h->stats.poisoned);
-	backend_discard(ctx->paging->backend, &slot, 1);
+	paging_discard(ctx->paging, slot);
 	page_release(r, idx, pg_make(0, PG_POISONED, 0, 0));
 	/* Without UFFDIO_POISON, the woken thread faults again and its
 	 * handler signals it (fault.c, deliver_poison). */
@@ -246,7 +285,7 @@ static void drop(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t
 	struct paging *pg = h->ctx->paging;
 
 	page_release(r, idx, pg_make(0, PG_NONE, 0, 0));
-	backend_discard(pg->backend, &slot, 1);
+	paging_discard(pg, slot);
 	paging_unreserve(pg, 1);
 	uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
 }
@@ -265,7 +304,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 
 	if (!r) {
 		/* Destroyed while reading: this page was ours to clean up. */
-		backend_discard(pg->backend, &io->slot, 1);
+		paging_discard(pg, io->slot);
 		paging_unreserve(pg, 1);
 		return true;
 	}
@@ -282,9 +321,10 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		drop(h, r, idx, io->slot);
 		return true;
 	}
+	snapshot_keep(r, idx, io->buf);
 	/* Keep the slot: clean, the page is mapped read-only so that its
 	 * first write tells us. */
-	flags = map_clean(h, (uintptr_t)io->cookie & IO_WRITE, 1) ? 0 : PG_DIRTY;
+	flags = map_clean_page(h, r, (uintptr_t)io->cookie & IO_WRITE, 1) ? 0 : PG_DIRTY;
 	ret = uffd_copy(ctx->uffd, addr, io->buf, region_page_size(r),
 			flags ? 0 : UFFDIO_COPY_MODE_WP);
 	if (ret == -EAGAIN) {
@@ -294,7 +334,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		stat_inc(&h->stats.ioctl_retries);
 		return false;
 	}
-	stat_inc(&h->stats.swap_ins);
+	stat_inc(datafile_slot_is_file(io->slot) ? &h->stats.file_reads : &h->stats.swap_ins);
 	if (ret < 0 && ret != -EEXIST) {
 		/* The range went away under us (unmap, destroy). */
 		drop(h, r, idx, io->slot);
@@ -339,11 +379,13 @@ static bool map_run(struct handler *h, struct backend_io **done, unsigned n)
 	for (unsigned k = 0; k < n; k++)
 		if (pg_load(&r->state[idx + k]) & PG_STALE)
 			return false;
-	flags = map_clean(h, false, n) ? 0 : PG_DIRTY;
+	for (unsigned k = 0; k < n; k++)
+		snapshot_keep(r, idx + k, done[k]->buf);
+	flags = map_clean_page(h, r, false, n) ? 0 : PG_DIRTY;
 	if (uffd_copy(ctx->uffd, page_addr(r, idx), done[0]->buf, n * region_page_size(r),
 		      flags ? 0 : UFFDIO_COPY_MODE_WP) < 0)
 		return false;
-	stat_add(&h->stats.swap_ins, n);
+	stat_add(r->file ? &h->stats.file_reads : &h->stats.swap_ins, n);
 	for (unsigned k = 0; k < n; k++) {
 		uint64_t ra = ((uintptr_t)done[k]->cookie & IO_READAHEAD) ? PG_RA : 0;
 
@@ -353,24 +395,15 @@ static bool map_run(struct handler *h, struct backend_io **done, unsigned n)
 	return true;
 }
 
-void paging_reap(struct handler *h)
+/* Map what q has read. */
+static void reap_queue(struct handler *h, struct backend_queue *q)
 {
 	struct paging_handler *ph = &h->paging;
 	struct backend_io *done[64];
-	unsigned n = ph->npending;
 	int got;
 
-	if (!ph->queue)
-		return;
-	ph->npending = 0;
-	for (unsigned i = 0; i < n; i++) {
-		if (swapin_done(h, ph->pending[i]))
-			buf_put(ph, ph->pending[i]);
-		else
-			ph->pending[ph->npending++] = ph->pending[i];
-	}
 	/* At most as many in flight as buffers, and pending has room for all. */
-	while ((got = backend_reap(ph->queue, done, 64, 0)) > 0) {
+	while ((got = backend_reap(q, done, 64, 0)) > 0) {
 		for (unsigned i = 0, len; i < (unsigned)got; i += len) {
 			len = run_length(done + i, (unsigned)got - i);
 			if (len > 1 && map_run(h, done + i, len)) {
@@ -385,6 +418,24 @@ void paging_reap(struct handler *h)
 				ph->pending[ph->npending++] = done[i];
 		}
 	}
+}
+
+void paging_reap(struct handler *h)
+{
+	struct paging_handler *ph = &h->paging;
+	unsigned n = ph->npending;
+
+	if (!ph->queue)
+		return;
+	ph->npending = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (swapin_done(h, ph->pending[i]))
+			buf_put(ph, ph->pending[i]);
+		else
+			ph->pending[ph->npending++] = ph->pending[i];
+	}
+	reap_queue(h, ph->queue);
+	reap_queue(h, ph->fqueue);
 }
 
 fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w,
@@ -402,13 +453,14 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_AGAIN;
 	/* Clean: its copy in swap is current, and write-protect tells us
 	 * when that stops being true. */
-	clean = f->slot1 && !f->dirty && map_clean(h, write, 1);
+	clean = f->slot1 && !f->dirty && map_clean_page(h, r, write, 1);
 	/* A copy leaves the frame holding memory too, for a while. */
 	copy = !evict_back_moves(pg, clean);
 	if (copy && !paging_reserve(pg)) {
 		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
 		return FAULT_DEFER;
 	}
+	snapshot_keep(r, idx, frame_addr(pg, pos));
 	ret = evict_back(pg, addr, pos, clean);
 	if (ret < 0 && copy)
 		paging_unreserve(pg, 1);
@@ -437,17 +489,57 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	return FAULT_DONE;
 }
 
-fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx)
+/* A write to page idx of r, claimed (word w before), while a snapshot of r
+ * runs: the snapshot keeps the page as it is first, then the write goes on.
+ * Claimed, so that the snapshot's start (which write-protects the region
+ * once every handler has seen it begin) cannot slip between the two. */
+static fault_result snapshot_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx,
+				      uint64_t w)
+{
+	uintptr_t addr = page_addr(r, idx);
+	int ret;
+
+	snapshot_keep(r, idx, (const void *)addr);
+	ret = uffd_writeprotect(h->ctx->uffd, addr, region_page_size(r), 0);
+	if (ret == -EAGAIN) {
+		page_release(r, idx, w);
+		return FAULT_DEFER;
+	}
+	if (!(w & PG_DIRTY))
+		stat_inc(&h->stats.faults_dirty);
+	page_release(r, idx, w | PG_DIRTY);
+	if (ret < 0)
+		uffd_wake(h->ctx->uffd, addr, region_page_size(r));
+	return FAULT_DONE;
+}
+
+fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx, pid_t tid)
 {
 	page_word *pw = &r->state[idx];
 	uint64_t w = pg_load(pw);
 	uintptr_t addr = page_addr(r, idx);
+
+	if (r->rdonly) {
+		/* A write to a read-only file region: refused, as the kernel
+		 * refuses one to a read-only mapping. The page stays
+		 * protected; the signal interrupts the writer's fault. */
+		if (tid > 0)
+			syscall(SYS_tgkill, getpid(), tid, SIGSEGV);
+		else
+			kill(getpid(), SIGSEGV);
+		return FAULT_ERROR;
+	}
 
 	for (;;) {
 		if (pg_state(w) == PG_BUSY) {
 			/* Being moved out: the writer faults again after. */
 			if (pg_cas(pw, &w, w | PG_WAITERS))
 				return FAULT_SHARED;
+			continue;
+		}
+		if (pg_state(w) == PG_RESIDENT && snapshot_of(r)) {
+			if (pg_cas(pw, &w, pg_with_state(w, PG_BUSY)))
+				return snapshot_wp_fault(h, r, idx, w);
 			continue;
 		}
 		if (pg_state(w) != PG_RESIDENT || (w & PG_DIRTY))
@@ -471,6 +563,41 @@ fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t i
 		uffd_wake(h->ctx->uffd, addr, region_page_size(r));
 		return FAULT_DONE;
 	}
+}
+
+int paging_prefetch_page(struct handler *h, struct upg_region *r, uint64_t idx)
+{
+	struct paging *pg = h->ctx->paging;
+	struct paging_handler *ph = &h->paging;
+	uint64_t w = pg_load(&r->state[idx]);
+
+	if (pg_state(w) == PG_COOLING) {
+		/* On its way out: back in, as a touch would bring it. */
+		switch (paging_uncool(h, r, idx, w, false)) {
+		case FAULT_DEFER:
+			return 0;
+		default:
+			return 1;
+		}
+	}
+	if (!readable_page(r, w))
+		return 1;
+	if (!ph->nfree || !paging_reserve(pg))
+		return 0;
+	if (!pg_cas(&r->state[idx], &w, pg_with_state(w, PG_BUSY))) {
+		paging_unreserve(pg, 1);
+		return 1;     /* someone else is on it */
+	}
+	if (!queue_swapin(h, r, idx, w, 0)) {
+		paging_unreserve(pg, 1);
+		page_release(r, idx, w);
+		return 0;
+	}
+	/* queue_swapin took the buffer before next_buf. */
+	if (ph->owner)
+		ph->owner[ph->next_buf - 1] = ph->cur_owner;
+	stat_inc(&h->stats.prefetch_pages);
+	return 2;
 }
 
 bool paging_pending(struct handler *h)

@@ -27,6 +27,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,6 +347,42 @@ static inline long check_zero(const void *base, size_t psize, uint64_t first, ui
 		if (!all_zero((const uint8_t *)base + i * psize, psize))
 			return (long)i;
 	return -1;
+}
+
+/* Where read_back() resumes after a SIGBUS. */
+static sigjmp_buf itest_bus_jmp;
+
+static void itest_on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(itest_bus_jmp, 1);
+}
+
+/* Reads every page of [base, base + pages) not yet in lost[]: counts pages
+ * that raise SIGBUS in *sigbus (and marks them in lost[]), and pages whose
+ * contents are wrong (not generation gen) in *wrong. */
+static inline void read_back(uint8_t *base, size_t ps, uint64_t pages, uint64_t gen, uint8_t *lost,
+		      volatile uint64_t *sigbus, volatile uint64_t *wrong)
+{
+	struct sigaction sa = { .sa_handler = itest_on_sigbus }, old;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	for (volatile uint64_t p = 0; p < pages; p++) {
+		volatile uint8_t *page = base + p * ps;
+
+		if (lost[p])
+			continue;
+		if (sigsetjmp(itest_bus_jmp, 1)) {
+			lost[p] = 1;
+			(*sigbus)++;
+			continue;
+		}
+		(void)page[0];
+		if (pattern_check((const void *)page, ps, gen, p) >= 0)
+			(*wrong)++;
+	}
+	sigaction(SIGBUS, &old, NULL);
 }
 
 /* ------------------------------------------------------------------------

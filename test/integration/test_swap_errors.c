@@ -87,14 +87,6 @@ static upg_region *paged_out(char *path, size_t pathlen, uint32_t policy, uint64
 	return r;
 }
 
-static sigjmp_buf bus_jmp;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	siglongjmp(bus_jmp, 1);
-}
-
 /* Pages are written, paged out, then the swap file is overwritten behind
  * upager's back: reading back, each page is either right or raises SIGBUS
  * (a crc mismatch poisons it), never wrong. */
@@ -104,11 +96,11 @@ static void corrupt_swap(uint64_t mask)
 	size_t ps = itest_page();
 	uint64_t pages = 4 * LIMIT / ps, size = 64 * MiB;
 	volatile uint64_t sigbus = 0, wrong = 0;
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
 	struct upg_stats st;
 	upg_ctx *ctx = NULL;
 	upg_region *r = paged_out(path, sizeof(path), UPG_POLICY_FIFO, mask, 3, &ctx);
 	uint8_t *base = upg_region_addr(r);
+	uint8_t *lost = calloc(pages, 1);
 	char junk[65536];
 	int fd;
 
@@ -120,20 +112,9 @@ static void corrupt_swap(uint64_t mask)
 	fsync(fd);
 	close(fd);
 
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old);
-	for (volatile uint64_t p = 0; p < pages; p++) {
-		volatile uint8_t *page = base + p * ps;
-
-		if (sigsetjmp(bus_jmp, 1)) {
-			sigbus++;
-			continue;
-		}
-		(void)page[0];
-		if (pattern_check((const void *)page, ps, 3, p) >= 0)
-			wrong++;
-	}
-	sigaction(SIGBUS, &old, NULL);
+	cr_assert_not_null(lost);
+	read_back(base, ps, pages, 3, lost, &sigbus, &wrong);
+	free(lost);
 	st = stats_of(ctx);
 	cr_assert_eq(wrong, 0, "%llu pages read back wrong data", (unsigned long long)wrong);
 	cr_log_info("%llu of %llu pages poisoned", (unsigned long long)sigbus,
@@ -364,33 +345,6 @@ Test(swap_errors, buffered_without_o_direct, .timeout = 120, .fini = unmount_fs)
 		     "buffered; it says so %u times", count_of(log, "no O_DIRECT"));
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
-}
-
-/* Reads every page of [base, base + pages) not yet in lost[]: counts pages
- * that raise SIGBUS in *sigbus (and marks them in lost[]), and pages whose
- * contents are wrong (not generation gen) in *wrong. */
-static void read_back(uint8_t *base, size_t ps, uint64_t pages, uint64_t gen, uint8_t *lost,
-		      volatile uint64_t *sigbus, volatile uint64_t *wrong)
-{
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old);
-	for (volatile uint64_t p = 0; p < pages; p++) {
-		volatile uint8_t *page = base + p * ps;
-
-		if (lost[p])
-			continue;
-		if (sigsetjmp(bus_jmp, 1)) {
-			lost[p] = 1;
-			(*sigbus)++;
-			continue;
-		}
-		(void)page[0];
-		if (pattern_check((const void *)page, ps, gen, p) >= 0)
-			(*wrong)++;
-	}
-	sigaction(SIGBUS, &old, NULL);
 }
 
 /* The swap file is truncated under a running context: pages that were only

@@ -1,0 +1,76 @@
+/* uring_queue.c - see uring_queue.h. */
+#define LOG_PREFIX "uring: "
+#include "uring_queue.h"
+
+#include <errno.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+
+int uring_queue_init(struct uring_queue *u, unsigned depth)
+{
+	/* SUBMIT_ALL: one bad SQE must not leave the rest sitting unsubmitted. */
+	struct io_uring_params p = { .flags = IORING_SETUP_SUBMIT_ALL };
+	int ret;
+
+	u->depth = depth;
+	u->outstanding = 0;
+	u->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (u->efd < 0)
+		return -errno;
+	ret = io_uring_queue_init_params(depth, &u->ring, &p);
+	if (ret < 0) {
+		pr_perr(ret, "io_uring setup (depth %u)", depth);
+		close(u->efd);
+		return ret;
+	}
+	ret = io_uring_register_eventfd(&u->ring, u->efd);
+	if (ret < 0) {
+		pr_perr(ret, "io_uring registration");
+		uring_queue_exit(u);
+	}
+	return ret;
+}
+
+void uring_queue_exit(struct uring_queue *u)
+{
+	io_uring_queue_exit(&u->ring);
+	close(u->efd);
+}
+
+int uring_queue_reap(struct uring_queue *u, struct backend_io **done, unsigned max, unsigned min,
+		     unsigned (*harvest)(struct uring_queue *u, struct backend_io **done,
+					 unsigned max),
+		     void (*before_wait)(struct uring_queue *u))
+{
+	unsigned got;
+	uint64_t v;
+
+	/* Never wait for I/O that was not queued: that would be forever. */
+	if (min > max)
+		min = max;
+	if (min > u->outstanding)
+		min = u->outstanding;
+	got = harvest(u, done, max);
+	while (got < min) {
+		/* Submits what is still queued, too. */
+		int ret;
+
+		if (before_wait)
+			before_wait(u);
+		ret = io_uring_submit_and_wait(&u->ring, 1);
+		if (ret < 0 && ret != -EINTR)
+			return got ? (int)got : ret;
+		got += harvest(u, done + got, max - got);
+	}
+	if (got < max) {
+		/* The ring is empty: consume the eventfd's count, then look once
+		 * more for a completion that came in between. */
+		if (read(u->efd, &v, sizeof(v)) < 0) {
+			/* EAGAIN: nothing was signalled. */
+		}
+		got += harvest(u, done + got, max - got);
+	}
+	return (int)got;
+}
