@@ -316,8 +316,8 @@ struct upg_range {
  * (from the region's file or from swap) and maps it, clean; a touch of a
  * page whose read is in flight waits for that read, not a new one. When
  * every page of the call is in (or was skipped: the budget stayed full for
- * 100 ms, or a read failed and poisoned the page), upg_ctx_event_fd() is
- * bumped by one. Prefetched pages take budget like faulted ones: prefetch
+ * 100 ms in which reclaim freed nothing, or a read failed and poisoned the
+ * page), upg_ctx_event_fd() is bumped by one. Prefetched pages take budget like faulted ones: prefetch
  * no more than the working set that fits. flags: 0.
  * Returns 0, -EINVAL (bad range, no mem_limit, flags) or -ENOMEM.
  */

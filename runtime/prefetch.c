@@ -26,7 +26,8 @@
 #include "paging.h"
 #include "region.h"
 
-/* Polls of 1 ms a page waits for budget before it is skipped. */
+/* Polls of 1 ms a page waits for budget, with reclaim making no progress,
+ * before it is skipped (a budget all pinned would hold it forever). */
 #define BUDGET_TRIES 100u
 
 struct prefetch_req {
@@ -53,6 +54,7 @@ struct prefetcher {
 	/* Owned by the thread: requests being issued, oldest first. */
 	struct prefetch_req *active, **active_tail;
 	unsigned tries;           /* budget polls of the current page */
+	uint64_t reclaimed;       /* reclaim's progress when tries was reset */
 	void *owner[PAGING_HANDLER_BUFS];
 };
 
@@ -69,6 +71,21 @@ static void io_done(void *owner)
 
 	if (!--req->inflight && req->issued)
 		finish(req->pf, req);
+}
+
+/* Whether reclaim freed anything since the last call: a slow reclaimer
+ * (the mprotect path, a slow disk) is waited for, a stuck one is not. */
+static bool reclaim_progressed(struct prefetcher *pf)
+{
+	struct handler_stats *rs = &pf->ctx->paging->stats;
+	uint64_t now = atomic_load_explicit(&rs->evicted, memory_order_relaxed) +
+		       atomic_load_explicit(&rs->swap_outs, memory_order_relaxed) +
+		       atomic_load_explicit(&rs->dropped_clean, memory_order_relaxed) +
+		       atomic_load_explicit(&rs->file_writes, memory_order_relaxed);
+	bool moved = now != pf->reclaimed;
+
+	pf->reclaimed = now;
+	return moved;
 }
 
 /* Issue reads for the oldest active requests while there are buffers and
@@ -96,6 +113,8 @@ static bool issue(struct prefetcher *pf)
 			h->paging.cur_owner = req;
 			ret = paging_prefetch_page(h, r, req->idx);
 			h->paging.cur_owner = NULL;
+			if (ret == 0 && h->paging.nfree && reclaim_progressed(pf))
+				pf->tries = 0;
 			if (ret == 0 && (!h->paging.nfree || ++pf->tries < BUDGET_TRIES))
 				return false;    /* out of buffers, or wait for budget */
 			if (ret == 0)

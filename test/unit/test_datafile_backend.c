@@ -3,8 +3,8 @@
  * fixed places, reads past the end, a read-only file truncated under it,
  * slots it refuses, and file numbers.
  *
- * Each test works in a directory of its own under /var/tmp (O_DIRECT wants a
- * disk filesystem; /tmp is often a tmpfs).
+ * Each test works in a directory of its own under $TMPDIR, else /var/tmp
+ * (O_DIRECT wants a disk filesystem; /tmp is often a tmpfs).
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -19,11 +19,12 @@
 
 #define PS 4096u
 
-static char dir[64], path[128];
+static char dir[4096], path[4200];
 
 static void setup(void)
 {
-	strcpy(dir, "/var/tmp/upg-datafile-XXXXXX");
+	snprintf(dir, sizeof(dir), "%s/upg-datafile-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/data", dir);
 }
