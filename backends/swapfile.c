@@ -281,7 +281,6 @@ static int sf_reap(struct backend_queue *bq, struct backend_io **done, unsigned 
 {
 	struct swap_queue *q = to_queue(bq);
 	unsigned got;
-	uint64_t v;
 
 	/* Never wait for I/O that was not queued: that would be forever. */
 	if (min > max)
@@ -301,11 +300,9 @@ static int sf_reap(struct backend_queue *bq, struct backend_io **done, unsigned 
 		got += harvest(q, done + got, max - got);
 	}
 	if (got < max) {
-		/* The ring is empty: consume the eventfd's count, then look once
-		 * more for a completion that came in between. */
-		if (read(q->efd, &v, sizeof(v)) < 0) {
-			/* EAGAIN: nothing was signalled. */
-		}
+		/* The ring is empty: rearm the eventfd, then look once more
+		 * for a completion that came in between. */
+		backend_eventfd_clear(q->efd);
 		got += harvest(q, done + got, max - got);
 	}
 	return (int)got;
