@@ -73,9 +73,10 @@ enum { OP_GET, OP_SET, OP_DEL };
 struct mc_op {
 	struct backend_io *io;          /* NULL for a delete */
 	uint64_t slot;
+	/* tried: servers of srv[] asked (a read) or considered (a write). */
 	uint8_t type, nsrv, tried, left, ok;
 	int err;
-	uint16_t srv[2];
+	uint16_t srv[3];       /* servers_for() */
 };
 
 /* One request to one server. */
@@ -179,12 +180,15 @@ static uint64_t hash_str(const char *s, uint64_t seed)
 	return mix64(h);
 }
 
-/* The server(s) of slot: the first ring point at or after the key's hash,
- * then the next point of another server. */
+/* The servers of slot, in order of preference: the first ring point at or
+ * after the key's hash, then the next points of other servers; replicas + 1
+ * of them (as many as there are), the last one a spare for writes while one
+ * is down. */
 static unsigned servers_for(const struct mc *m, uint64_t slot, uint16_t *srv)
 {
 	uint64_t h = mix64(m->id ^ mix64(slot + 1));
-	unsigned n = m->nservers * VNODES, lo = 0, hi = n, k = 1;
+	unsigned n = m->nservers * VNODES, lo = 0, hi = n, k = 0;
+	unsigned want = m->replicas + 1 < m->nservers ? m->replicas + 1 : m->nservers;
 
 	while (lo < hi) {
 		unsigned mid = lo + (hi - lo) / 2;
@@ -194,16 +198,13 @@ static unsigned servers_for(const struct mc *m, uint64_t slot, uint16_t *srv)
 		else
 			hi = mid;
 	}
-	srv[0] = (uint16_t)m->ring[lo % n].server;
-	if (m->replicas > 1) {
-		for (unsigned i = 1; i < n; i++) {
-			unsigned s = m->ring[(lo + i) % n].server;
+	for (unsigned i = 0; i < n && k < want; i++) {
+		unsigned s = m->ring[(lo + i) % n].server, j;
 
-			if (s != srv[0]) {
-				srv[k++] = (uint16_t)s;
-				break;
-			}
-		}
+		for (j = 0; j < k && srv[j] != s; j++)
+			;
+		if (j == k)
+			srv[k++] = (uint16_t)s;
 	}
 	return k;
 }
@@ -260,12 +261,17 @@ static void req_done(struct mc_queue *q, struct mc_op *op, int res)
 		}
 		break;
 	case OP_SET:
+		if (res == -ENOSPC)
+			count(&m->full);
+		if (res && op->tried < op->nsrv) {
+			/* Lost or full: the next server of the list instead. */
+			issue(q, op, op->srv[op->tried++]);
+			break;
+		}
 		if (!res)
 			op->ok++;
 		else if (op->err != -ENOSPC)
 			op->err = res;
-		if (res == -ENOSPC)
-			count(&m->full);
 		if (!--op->left)
 			finish(q, op, op->ok ? (int)len : op->err);
 		break;
@@ -382,6 +388,14 @@ static int conn_start(struct mc_queue *q, unsigned si)
 	return 0;
 }
 
+/* Whether server si is down for this queue and not due for a retry. */
+static bool conn_down(const struct mc_queue *q, unsigned si)
+{
+	const struct mc_conn *c = &q->conns[si];
+
+	return c->state == C_DOWN && now_ms() < c->retry_at;
+}
+
 /* Send op's request to server si (at the next flush). */
 static void issue(struct mc_queue *q, struct mc_op *op, unsigned si)
 {
@@ -390,7 +404,7 @@ static void issue(struct mc_queue *q, struct mc_op *op, unsigned si)
 	struct mc_req *rq;
 	int n;
 
-	if (c->state == C_DOWN && (now_ms() < c->retry_at || conn_start(q, si) < 0)) {
+	if (conn_down(q, si) || (c->state == C_DOWN && conn_start(q, si) < 0)) {
 		req_done(q, op, c->err ? c->err : -ECONNREFUSED);
 		return;
 	}
@@ -745,10 +759,18 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, int type)
 	q->outstanding++;
 	q->unsubmitted++;
 	if (type == OP_SET) {
+		uint16_t to[2];
+
 		io->crc = crc32c(0, io->buf, m->base.page_size);
-		op->left = op->nsrv;
-		for (unsigned k = 0, nsrv = op->nsrv; k < nsrv; k++)
-			issue(q, op, op->srv[k]);
+		/* The first servers of the slot's list not known to be down:
+		 * reads look down the whole list. */
+		for (; op->tried < op->nsrv && op->left < m->replicas; op->tried++)
+			if (!conn_down(q, op->srv[op->tried]))
+				to[op->left++] = op->srv[op->tried];
+		if (!op->left)
+			to[op->left++] = op->srv[0];   /* fails, or reconnects */
+		for (unsigned k = 0, n = op->left; k < n; k++)
+			issue(q, op, to[k]);
 	} else {
 		issue(q, op, op->srv[0]);
 	}
@@ -884,7 +906,7 @@ static int mc_queue_open(struct backend *b, unsigned depth, struct backend_queue
 	q->base.backend = b;
 	q->depth = depth;
 	q->nops = depth + DEL_BATCH;
-	q->nreqs = 2 * q->nops;
+	q->nreqs = 3 * q->nops;    /* a delete goes to up to three servers */
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	q->conns = calloc(m->nservers, sizeof(*q->conns));
 	q->ops = calloc(q->nops, sizeof(*q->ops));

@@ -13,12 +13,13 @@
  *
  * A page's key is made of a random per-backend id and its slot; slots come
  * from a swap_alloc.h allocator sized by the servers' memory
- * (limit_maxbytes), and a consistent-hash ring (virtual nodes) on the key
- * picks the server, or two distinct servers with replicas = 2: a write goes
- * to both and succeeds if one took it; a read asks the first and falls back
- * to the other on an error, a miss or a bad crc32c. A slot is reused only
- * after its delete (md) was answered, so a late delete never removes a
- * newer page.
+ * (limit_maxbytes). A consistent-hash ring (virtual nodes) on the key gives
+ * each slot a list of replicas + 1 distinct servers: a write goes to the
+ * first `replicas` of them that this queue does not know to be down (so
+ * paging out goes on while a server is away) and succeeds if one took it; a
+ * read asks them in order and goes on to the next on an error, a miss or a
+ * bad crc32c. A slot is reused only after its delete (md, sent to the whole
+ * list) was answered, so no server can hold an older page under its key.
  *
  * Failures: a server that cannot be reached when the backend is opened is
  * an error (logged with its name). A server lost later (connection closed,

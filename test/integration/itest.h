@@ -27,6 +27,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +139,43 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
 				test->data->timeout *= scale;
 		}
 	}
+}
+
+/* ------------------------------------------------------------------------
+ * Poisoned pages: reading one raises SIGBUS
+ */
+
+static sigjmp_buf itest_bus_jmp __attribute__((unused));
+
+static inline void itest_on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(itest_bus_jmp, 1);
+}
+
+/* Catch SIGBUS for page_verify() until sigbus_restore(old). */
+static inline void sigbus_catch(struct sigaction *old)
+{
+	struct sigaction sa = { .sa_handler = itest_on_sigbus };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, old);
+}
+
+static inline void sigbus_restore(const struct sigaction *old)
+{
+	sigaction(SIGBUS, old, NULL);
+}
+
+/* Read page p (at page, ps bytes) and check that it holds generation gen:
+ * 0 right, 1 wrong, -1 it raised SIGBUS. Between sigbus_catch() and
+ * sigbus_restore(). */
+static inline int page_verify(const uint8_t *page, size_t ps, uint64_t gen, uint64_t p)
+{
+	if (sigsetjmp(itest_bus_jmp, 1))
+		return -1;
+	(void)*(const volatile uint8_t *)page;
+	return pattern_check(page, ps, gen, p) >= 0;
 }
 
 /* ------------------------------------------------------------------------

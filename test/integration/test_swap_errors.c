@@ -87,14 +87,6 @@ static upg_region *paged_out(char *path, size_t pathlen, uint32_t policy, uint64
 	return r;
 }
 
-static sigjmp_buf bus_jmp;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	siglongjmp(bus_jmp, 1);
-}
-
 /* Pages are written, paged out, then the swap file is overwritten behind
  * upager's back: reading back, each page is either right or raises SIGBUS
  * (a crc mismatch poisons it), never wrong. */
@@ -103,8 +95,8 @@ static void corrupt_swap(uint64_t mask)
 	char path[4200];
 	size_t ps = itest_page();
 	uint64_t pages = 4 * LIMIT / ps, size = 64 * MiB;
-	volatile uint64_t sigbus = 0, wrong = 0;
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	uint64_t sigbus = 0, wrong = 0;
+	struct sigaction old;
 	struct upg_stats st;
 	upg_ctx *ctx = NULL;
 	upg_region *r = paged_out(path, sizeof(path), UPG_POLICY_FIFO, mask, 3, &ctx);
@@ -120,20 +112,14 @@ static void corrupt_swap(uint64_t mask)
 	fsync(fd);
 	close(fd);
 
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old);
-	for (volatile uint64_t p = 0; p < pages; p++) {
-		volatile uint8_t *page = base + p * ps;
+	sigbus_catch(&old);
+	for (uint64_t p = 0; p < pages; p++) {
+		int v = page_verify(base + p * ps, ps, 3, p);
 
-		if (sigsetjmp(bus_jmp, 1)) {
-			sigbus++;
-			continue;
-		}
-		(void)page[0];
-		if (pattern_check((const void *)page, ps, 3, p) >= 0)
-			wrong++;
+		sigbus += v < 0;
+		wrong += v > 0;
 	}
-	sigaction(SIGBUS, &old, NULL);
+	sigbus_restore(&old);
 	st = stats_of(ctx);
 	cr_assert_eq(wrong, 0, "%llu pages read back wrong data", (unsigned long long)wrong);
 	cr_log_info("%llu of %llu pages poisoned", (unsigned long long)sigbus,
@@ -372,25 +358,17 @@ Test(swap_errors, buffered_without_o_direct, .timeout = 120, .fini = unmount_fs)
 static void read_back(uint8_t *base, size_t ps, uint64_t pages, uint64_t gen, uint8_t *lost,
 		      volatile uint64_t *sigbus, volatile uint64_t *wrong)
 {
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	struct sigaction old;
 
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old);
-	for (volatile uint64_t p = 0; p < pages; p++) {
-		volatile uint8_t *page = base + p * ps;
+	sigbus_catch(&old);
+	for (uint64_t p = 0; p < pages; p++) {
+		int v = lost[p] ? 0 : page_verify(base + p * ps, ps, gen, p);
 
-		if (lost[p])
-			continue;
-		if (sigsetjmp(bus_jmp, 1)) {
-			lost[p] = 1;
-			(*sigbus)++;
-			continue;
-		}
-		(void)page[0];
-		if (pattern_check((const void *)page, ps, gen, p) >= 0)
-			(*wrong)++;
+		lost[p] |= v < 0;
+		*sigbus += v < 0;
+		*wrong += v > 0;
 	}
-	sigaction(SIGBUS, &old, NULL);
+	sigbus_restore(&old);
 }
 
 /* The swap file is truncated under a running context: pages that were only
