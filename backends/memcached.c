@@ -67,7 +67,7 @@ struct mc {
 		reconnects, delete_leaks, sends;
 };
 
-enum { OP_GET, OP_SET, OP_DEL };
+enum { OP_GET, OP_SET, OP_DEL, OP_NOOP };
 
 /* One backend_io (or one delete), over its replicas. */
 struct mc_op {
@@ -86,7 +86,11 @@ struct mc_req {
 	char hdr[72];
 };
 
-enum { C_DOWN, C_CONNECTING, C_UP };
+/* PROBING: connected again after a loss, a no-op (mn) sent; the server
+ * counts as back only once it answers (a stopped server, or one cut off
+ * behind a host that still completes handshakes, would else be taken
+ * back and lost again, a timeout each time). */
+enum { C_DOWN, C_CONNECTING, C_PROBING, C_UP };
 
 /* CQE user_data: connection index << 8 | kind. */
 enum { K_SEND = 1, K_RECV, K_CONN, K_TIMEOUT, K_CANCEL };
@@ -275,6 +279,20 @@ static void req_done(struct mc_queue *q, struct mc_op *op, int res)
 		if (!--op->left)
 			finish(q, op, op->ok ? (int)len : op->err);
 		break;
+	case OP_NOOP: {
+		struct mc_conn *c = &q->conns[op->srv[0]];
+
+		if (!res && c->state == C_PROBING) {
+			c->state = C_UP;
+			c->err = 0;
+			c->backoff_ms = BACKOFF_MIN_MS;
+			count(&m->reconnects);
+			if (atomic_exchange(&m->servers[op->srv[0]].down, false))
+				pr_info("server %s is back", m->servers[op->srv[0]].name);
+		}
+		op_put(q, op);
+		break;
+	}
 	case OP_DEL:
 		if (res && res != -ENODATA)
 			op->err = res;
@@ -303,7 +321,7 @@ static void conn_fail(struct mc_queue *q, unsigned si, int err)
 
 	if (c->state == C_DOWN)
 		return;
-	if (c->state == C_UP)
+	if (c->state == C_UP && !q->closing)
 		count(&m->conn_lost);
 	c->state = C_DOWN;
 	c->err = err;
@@ -388,12 +406,23 @@ static int conn_start(struct mc_queue *q, unsigned si)
 	return 0;
 }
 
-/* Whether server si is down for this queue and not due for a retry. */
+/* Whether server si is best avoided by this queue: down and not due for a
+ * retry, or being reconnected to (which may take the whole timeout). */
 static bool conn_down(const struct mc_queue *q, unsigned si)
 {
 	const struct mc_conn *c = &q->conns[si];
 
-	return c->state == C_DOWN && now_ms() < c->retry_at;
+	if (c->state == C_DOWN)
+		return now_ms() < c->retry_at;
+	return c->state != C_UP && c->ever_up;
+}
+
+/* Whether op has another server to turn to if this one fails. */
+static bool has_spare(const struct mc_op *op)
+{
+	if (op->type == OP_GET)
+		return op->tried + 1 < op->nsrv;
+	return op->type == OP_SET && op->tried < op->nsrv;
 }
 
 /* Send op's request to server si (at the next flush). */
@@ -404,7 +433,10 @@ static void issue(struct mc_queue *q, struct mc_op *op, unsigned si)
 	struct mc_req *rq;
 	int n;
 
-	if (conn_down(q, si) || (c->state == C_DOWN && conn_start(q, si) < 0)) {
+	/* A server being reconnected to holds back only requests with
+	 * nowhere else to go; the first one due starts the reconnection. */
+	if ((c->state == C_DOWN && (now_ms() < c->retry_at || conn_start(q, si) < 0)) ||
+	    (c->state != C_UP && c->ever_up && has_spare(op))) {
 		req_done(q, op, c->err ? c->err : -ECONNREFUSED);
 		return;
 	}
@@ -422,10 +454,13 @@ static void issue(struct mc_queue *q, struct mc_op *op, unsigned si)
 			     m->base.page_size);
 		count(&m->sets);
 		break;
-	default:
+	case OP_DEL:
 		n = snprintf(rq->hdr, sizeof(rq->hdr), "md u%016llx.%llx\r\n",
 			     (unsigned long long)m->id, (unsigned long long)op->slot);
 		count(&m->deletes);
+		break;
+	default:
+		n = snprintf(rq->hdr, sizeof(rq->hdr), "mn\r\n");
 		break;
 	}
 	rq->hlen = (unsigned)n;
@@ -530,7 +565,7 @@ static void pop(struct mc_queue *q, struct mc_conn *c, int res)
 
 static int line_result(const char *line)
 {
-	if (!strcmp(line, "HD") || !strcmp(line, "NF"))
+	if (!strcmp(line, "HD") || !strcmp(line, "NF") || !strcmp(line, "MN"))
 		return 0;
 	if (!strcmp(line, "EN"))
 		return -ENODATA;
@@ -545,7 +580,7 @@ static int parse(struct mc_queue *q, unsigned si)
 	struct mc_conn *c = &q->conns[si];
 	uint32_t len = q->base.backend->page_size;
 
-	while (c->rpos < c->rlen && c->state == C_UP) {
+	while (c->rpos < c->rlen && c->state >= C_PROBING) {
 		struct mc_req *rq;
 		char *line, *end;
 
@@ -631,7 +666,7 @@ static void flush(struct mc_queue *q)
 	for (unsigned si = 0; si < m->nservers; si++) {
 		struct mc_conn *c = &q->conns[si];
 
-		if (c->state != C_UP)
+		if (c->state < C_PROBING)
 			continue;
 		if (!c->sending && c->sent != c->tail)
 			post_send(q, si);
@@ -647,6 +682,7 @@ static void on_cqe(struct mc_queue *q, uint64_t ud, int res)
 	struct mc *m = to_mc(q->base.backend);
 	unsigned si = (unsigned)(ud >> 8);
 	struct mc_conn *c = &q->conns[si];
+	struct mc_op *op;
 
 	if ((ud & 0xff) == K_CANCEL) {
 		q->sqes--;
@@ -662,17 +698,19 @@ static void on_cqe(struct mc_queue *q, uint64_t ud, int res)
 			conn_fail(q, si, res == -ECANCELED ? -ETIMEDOUT : res);
 			break;
 		}
-		c->state = C_UP;
-		c->err = 0;
-		c->backoff_ms = BACKOFF_MIN_MS;
-		if (c->ever_up)
-			count(&m->reconnects);
-		c->ever_up = true;
-		if (atomic_exchange(&m->servers[si].down, false))
-			pr_info("server %s is back", m->servers[si].name);
+		if (!c->ever_up) {
+			c->state = C_UP;
+			c->ever_up = true;
+			break;
+		}
+		/* Back only once it answers. */
+		c->state = C_PROBING;
+		op = q->free_ops[--q->nfree_ops];
+		*op = (struct mc_op){ .type = OP_NOOP, .nsrv = 1, .srv = { (uint16_t)si } };
+		issue(q, op, si);
 		break;
 	case K_SEND:
-		if (c->state != C_UP) {
+		if (c->state < C_PROBING) {
 			c->sending = false;
 		} else if (res < 0) {
 			c->sending = false;
@@ -685,7 +723,7 @@ static void on_cqe(struct mc_queue *q, uint64_t ud, int res)
 		break;
 	case K_RECV:
 		c->receiving = false;
-		if (c->state != C_UP)
+		if (c->state < C_PROBING)
 			break;
 		if (res == -ECANCELED) {
 			/* Its linked timeout fired with nothing received. */
@@ -905,7 +943,7 @@ static int mc_queue_open(struct backend *b, unsigned depth, struct backend_queue
 		return -ENOMEM;
 	q->base.backend = b;
 	q->depth = depth;
-	q->nops = depth + DEL_BATCH;
+	q->nops = depth + DEL_BATCH + m->nservers;   /* + a probe per server */
 	q->nreqs = 3 * q->nops;    /* a delete goes to up to three servers */
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	q->conns = calloc(m->nservers, sizeof(*q->conns));
@@ -1026,8 +1064,23 @@ static void mc_close(struct backend *b)
 {
 	struct mc *m = to_mc(b);
 
-	if (m->alloc)
+	if (m->alloc) {
+		struct memcached_stats st;
+
 		drain_deletes(m);
+		memcached_get_stats(b, &st);
+		upg_log(st.conn_lost || st.full || st.delete_leaks ? UPG_LOG_INFO : UPG_LOG_DEBUG,
+			LOG_PREFIX,
+			"%llu gets (%llu misses, %llu retried elsewhere), %llu sets (%llu refused "
+			"full), %llu deletes (%llu failed), %llu sends; %llu connections lost "
+			"(%llu timed out), %llu reconnected",
+			(unsigned long long)st.gets, (unsigned long long)st.misses,
+			(unsigned long long)st.fallbacks, (unsigned long long)st.sets,
+			(unsigned long long)st.full, (unsigned long long)st.deletes,
+			(unsigned long long)st.delete_leaks, (unsigned long long)st.sends,
+			(unsigned long long)st.conn_lost, (unsigned long long)st.timeouts,
+			(unsigned long long)st.reconnects);
+	}
 	swap_alloc_destroy(m->alloc);
 	pthread_mutex_destroy(&m->del_lock);
 	free(m->del);

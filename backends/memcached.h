@@ -26,7 +26,11 @@
  * reset or timed out) fails what was waiting on it (reads then fall back to
  * the replica, or fail: the runtime poisons those pages) and is reconnected
  * with exponential backoff (20 ms doubling up to 2 s), each queue on its own
- * when it next needs the server. A server that refuses a write because it
+ * when it next needs the server; it counts as back only once it has answered
+ * a no-op (mn) on the new connection, since a stopped server, or a host cut
+ * off behind something that still completes handshakes, accepts connections
+ * it never serves. Meanwhile it holds back only requests that have no other
+ * server to go to. A server that refuses a write because it
  * is full (memcached -M: SERVER_ERROR out of memory) fails the write with
  * -ENOSPC.
  */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,16 +46,38 @@ int mcserver_free_port(const char *ip)
 	return port;
 }
 
+/* Whether s answers, and is the server we started (its pid): a server of
+ * someone else's on the port we picked must not be taken for ours. */
 static bool accepting(const struct mcserver *s)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s->port) };
+	struct timeval tv = { 1, 0 };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok;
+	char buf[8192], want[32];
+	size_t len = 0;
+	bool ok = false;
 
+	if (fd < 0)
+		return false;
 	inet_pton(AF_INET, s->ip, &a.sin_addr);
-	ok = fd >= 0 && !connect(fd, (struct sockaddr *)&a, sizeof(a));
-	if (fd >= 0)
-		close(fd);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) || write(fd, "stats\r\n", 7) != 7)
+		goto out;
+	while (len < sizeof(buf) - 1) {
+		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		buf[len] = 0;
+		if (strstr(buf, "END\r\n"))
+			break;
+	}
+	buf[len] = 0;
+	snprintf(want, sizeof(want), "STAT pid %d\r\n", (int)s->pid);
+	ok = strstr(buf, want) != NULL;
+out:
+	close(fd);
 	return ok;
 }
 

@@ -230,7 +230,7 @@ Test(memcached, timeout_on_stopped_server)
 
 		cr_assert_gt(ret, 0);
 		for (int i = 0; i < ret; i++)
-			cr_assert_eq(done[i]->result, -ETIMEDOUT);
+			cr_assert_eq(done[i]->result, -ETIMEDOUT, "result %d", done[i]->result);
 		got += (unsigned)ret;
 	}
 	cr_assert_geq(ms_now() - t0, 150);
