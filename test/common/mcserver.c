@@ -157,6 +157,23 @@ int mcserver_start(struct mcserver *s, const char *ip, unsigned mb, const char *
 	return -ETIMEDOUT;
 }
 
+int mcserver_pause(struct mcserver *s)
+{
+	int status;
+
+	if (s->pid <= 0 || kill(s->pid, SIGSTOP))
+		return -ESRCH;
+	if (waitpid(s->pid, &status, WUNTRACED) != s->pid || !WIFSTOPPED(status))
+		return -ECHILD;
+	return 0;
+}
+
+void mcserver_resume(struct mcserver *s)
+{
+	if (s->pid > 0 && !kill(s->pid, SIGCONT))
+		waitpid(s->pid, NULL, WCONTINUED);
+}
+
 void mcserver_kill(struct mcserver *s)
 {
 	if (s->pid <= 0)

@@ -29,6 +29,11 @@ bool mcserver_available(void);
  */
 int mcserver_start(struct mcserver *s, const char *ip, unsigned mb, const char *netns);
 
+/* SIGSTOP, and wait until every thread of it has stopped (a thread still
+ * running would otherwise answer what it reads meanwhile); SIGCONT. */
+int mcserver_pause(struct mcserver *s);
+void mcserver_resume(struct mcserver *s);
+
 /* SIGKILL and reap; a no-op on a server not running. */
 void mcserver_kill(struct mcserver *s);
 

@@ -23,10 +23,8 @@ static char list[256];
 
 static void teardown(void)
 {
-	for (unsigned i = 0; i < NSRV; i++) {
-		kill(srv[i].pid, SIGCONT);
-		mcserver_kill(&srv[i]);
-	}
+	for (unsigned i = 0; i < NSRV; i++)
+		mcserver_kill(&srv[i]);   /* stopped ones too */
 }
 
 TestSuite(memcached, .fini = teardown, .timeout = 60);
@@ -218,7 +216,7 @@ Test(memcached, timeout_on_stopped_server)
 	ios_init(&v, 8);
 	cr_assert_eq(backend_queue_open(b, 8, &q), 0);
 	round_trip(b, q, 8, 4);
-	cr_assert_eq(kill(srv[0].pid, SIGSTOP), 0);
+	cr_assert_eq(mcserver_pause(&srv[0]), 0);
 	for (unsigned i = 0; i < 8; i++) {
 		v.io[i].slot = 1000 + i;
 		cr_assert_eq(backend_queue_write(q, &v.io[i]), 0);
@@ -238,7 +236,7 @@ Test(memcached, timeout_on_stopped_server)
 	memcached_get_stats(b, &st);
 	cr_assert_eq(st.timeouts, 1);
 	cr_assert_eq(st.servers_down, 1);
-	cr_assert_eq(kill(srv[0].pid, SIGCONT), 0);
+	mcserver_resume(&srv[0]);
 	/* Reconnected after the backoff. */
 	usleep(100 * 1000);
 	round_trip(b, q, 8, 5);
@@ -247,14 +245,14 @@ Test(memcached, timeout_on_stopped_server)
 	cr_assert_geq(st.reconnects, 1);
 
 	/* Stopped again with requests in flight: closing does not hang. */
-	cr_assert_eq(kill(srv[0].pid, SIGSTOP), 0);
+	cr_assert_eq(mcserver_pause(&srv[0]), 0);
 	for (unsigned i = 0; i < 8; i++)
 		cr_assert_eq(backend_queue_write(q, &v.io[i]), 0);
 	backend_submit(q);
 	t0 = ms_now();
 	backend_queue_close(q);
 	cr_assert_lt(ms_now() - t0, 500);
-	kill(srv[0].pid, SIGCONT);
+	mcserver_resume(&srv[0]);
 	ios_fini(&v);
 	backend_close(b);
 }
