@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "crc32c.h"
 
@@ -161,6 +162,18 @@ static inline int backend_reap(struct backend_queue *q, struct backend_io **done
 {
 	return BACKEND_CALL(q, q->backend, reap, done, max, min);
 }
+/* For backends whose queue_fd is an eventfd: consume its count, so that it
+ * turns readable again only for completions that come after. Call it when
+ * a reap found the queue empty, then look once more. */
+static inline void backend_eventfd_clear(int efd)
+{
+	uint64_t v;
+
+	if (read(efd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing was signalled. */
+	}
+}
+
 static inline void backend_close(struct backend *b)
 {
 	if (b && b->ops->close)

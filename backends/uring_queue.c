@@ -45,7 +45,6 @@ int uring_queue_reap(struct uring_queue *u, struct backend_io **done, unsigned m
 		     void (*before_wait)(struct uring_queue *u))
 {
 	unsigned got;
-	uint64_t v;
 
 	/* Never wait for I/O that was not queued: that would be forever. */
 	if (min > max)
@@ -67,9 +66,7 @@ int uring_queue_reap(struct uring_queue *u, struct backend_io **done, unsigned m
 	if (got < max) {
 		/* The ring is empty: consume the eventfd's count, then look once
 		 * more for a completion that came in between. */
-		if (read(u->efd, &v, sizeof(v)) < 0) {
-			/* EAGAIN: nothing was signalled. */
-		}
+		backend_eventfd_clear(u->efd);
 		got += harvest(u, done + got, max - got);
 	}
 	return (int)got;

@@ -7,7 +7,8 @@
  *                     memory cgroup, so the kernel swaps to its swap file
  *   --upager          an upager region in a context whose resident pages are
  *                     capped at --mem bytes, the rest going to a swap file in
- *                     --swap DIR (see upager_config())
+ *                     --swap DIR, or to the memcached servers of --remote
+ *                     (see upager_config()); bench_vs_remote runs that
  *
  * Phases. `populate` writes every page once, in order (not a measured case:
  * it leaves about wset - budget bytes swapped out). Then each phase given
@@ -373,13 +374,28 @@ static void print_memory(const char *when)
 	       swap / 1024);
 }
 
+/* --remote, --replicas: page to memcached servers instead of a swap file. */
+static const char *remote;
+static unsigned replicas = 1;
+
 /* The upager side: a context whose memory limit is the budget, paging to
- * one unlinked swap file in dir. */
+ * one unlinked swap file in dir, or to the --remote servers. */
 static int upager_config(struct upg_config *cfg, uint64_t budget,
 			 const char *dir, uint64_t swap_size)
 {
 #ifdef UPG_HAVE_SWAP
 	static struct upg_swap_file sf;
+
+	if (remote) {
+#ifdef UPG_HAVE_REMOTE
+		cfg->mem_limit = budget;
+		cfg->remote_servers = remote;
+		cfg->remote_replicas = replicas;
+		return 0;
+#else
+		return -EOPNOTSUPP;
+#endif
+	}
 
 	sf = (struct upg_swap_file){ .path = dir, .size = swap_size };
 	cfg->mem_limit = budget;
@@ -450,6 +466,25 @@ static void upager_report(upg_ctx *ctx, uint64_t budget, const char *when)
 		die("upager counted %" PRIu64 " unresolved faults", st.errors);
 }
 
+/* Service-time percentiles of the faults since the last call (what NULL
+ * `what` only records): the phases' own, without populate's. */
+static void upager_latency(upg_ctx *ctx, const char *what)
+{
+	static struct upg_stats last;
+	struct upg_stats st = { .size = sizeof(st) }, d;
+
+	if (upg_stats_get(ctx, &st))
+		return;
+	d = st;
+	for (unsigned i = 0; i < UPG_LAT_BUCKETS; i++)
+		d.latency_hist[i] -= last.latency_hist[i];
+	last = st;
+	if (what)
+		printf("upager latency in %s: p50_us=%.1f p99_us=%.1f\n", what,
+		       (double)upg_stats_latency_ns(&d, 0.5) / 1e3,
+		       (double)upg_stats_latency_ns(&d, 0.99) / 1e3);
+}
+
 /* A size in bytes with an optional binary suffix: 512M, 2G, 2GiB. */
 static uint64_t parse_size(const char *arg, const char *opt)
 {
@@ -509,6 +544,8 @@ static _Noreturn void usage(int status)
 		"  --upager         the working set is an upager region\n"
 		"  -m, --mem SIZE   upager's budget of resident memory (0: none)\n"
 		"  -S, --swap DIR   where upager puts its swap file (with --mem)\n"
+		"  -R, --remote H:P,...  or the memcached servers it pages to\n"
+		"  -r, --replicas N copies of each page on the servers (1 or 2)\n"
 		"  -w, --wset SIZE  working set (default 2G)\n"
 		"  -d, --duration S seconds per phase (default 10)\n"
 		"  -n, --ops N      operations per phase instead of a duration\n"
@@ -527,6 +564,8 @@ int main(int argc, char **argv)
 		{ "upager", no_argument, NULL, 'U' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "swap", required_argument, NULL, 'S' },
+		{ "remote", required_argument, NULL, 'R' },
+		{ "replicas", required_argument, NULL, 'r' },
 		{ "wset", required_argument, NULL, 'w' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "ops", required_argument, NULL, 'n' },
@@ -560,12 +599,18 @@ int main(int argc, char **argv)
 		     "which runs it (--help for its options)");
 		return 0;
 	}
-	while ((opt = getopt_long(argc, argv, "m:S:w:d:n:p:o:s:h", longopts,
+	while ((opt = getopt_long(argc, argv, "m:S:R:r:w:d:n:p:o:s:h", longopts,
 				  NULL)) != -1) {
 		switch (opt) {
 		case 'K': case 'U': mode = opt; break;
 		case 'm': budget = parse_size(optarg, "--mem"); break;
 		case 'S': swap_dir = optarg; break;
+		case 'R': remote = optarg; break;
+		case 'r':
+			replicas = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || replicas < 1 || replicas > 2)
+				die_status(2, "--replicas: 1 or 2");
+			break;
 		case 'w': wset = parse_size(optarg, "--wset"); break;
 		case 'd':
 			wl.duration = strtod(optarg, &end);
@@ -588,11 +633,11 @@ int main(int argc, char **argv)
 		usage(2);
 	if (!nphases)
 		parse_phases(defaults, phases, &nphases);
-	if (mode == 'K' && (budget || swap_dir))
+	if (mode == 'K' && (budget || swap_dir || remote))
 		die_status(2, "--mem/--swap are upager's; the kernel's budget is "
 			   "its memory cgroup's");
-	if (mode == 'U' && budget && !swap_dir)
-		die_status(2, "--upager --mem needs --swap DIR");
+	if (mode == 'U' && budget && !swap_dir && !remote)
+		die_status(2, "--upager --mem needs --swap DIR or --remote SERVERS");
 	if (!wset || wset % wl.page_size)
 		die_status(2, "--wset must be a nonzero multiple of %zu bytes",
 			   wl.page_size);
@@ -636,10 +681,13 @@ int main(int argc, char **argv)
 	print_memory("populate");
 	if (ctx)
 		upager_report(ctx, budget, "populate");
+	if (ctx)
+		upager_latency(ctx, NULL);
 	for (unsigned i = 0; i < nphases; i++)
 		run_phase(&wl, &phases[i]);
 	print_memory("the phases");
 	if (ctx) {
+		upager_latency(ctx, "the phases");
 		upager_report(ctx, budget, "the phases");
 		upg_ctx_destroy(ctx);   /* destroys the region */
 	} else {

@@ -26,6 +26,15 @@
 #   RESULT name=vs-kernel-swap status=upager-unavailable kernel_rand_1t=...
 #          kernel_rand_2t=... kernel_rand_8t=... kernel_seq_mbps=...
 #
+# Run as bench_vs_remote (a copy of this script under that name), it adds
+# upager paging to memcached servers on loopback, which it starts (one, and
+# three), to the same runs: systems kernel, upager (the swap file), remote1
+# and remote3, cases rand:1 and rand:2, and last
+#   RESULT name=remote p50_us=... p99_us=... vs_swapfile=... vs_kernel_swap=...
+#          vs_kernel_swap_2t=... remote3_vs_kernel_swap=... remote3_vs_kernel_swap_2t=...
+# p50/p99: upager's fault service time over remote1's rand:1 phase; vs_*:
+# remote1's ops/s over the swap file's and the kernel's (rand:1 unless _2t).
+#
 # Exit status: 0; 1 on an error (a verification failure included); 2 on bad
 # usage; 77 when it cannot run here (not root, no swap, no memory cgroup) or
 # the upager side is unavailable. The swap file is switched off and deleted
@@ -36,8 +45,17 @@ here=$(dirname "$(readlink -f "$0")")
 workload=$here/bench_swap_workload
 SWAP_PRIO=32767                 # the highest: the kernel side uses ours first
 CASES=(rand:1 rand:2 rand:8 seq)
+SYSTEMS=(kernel upager)
+remote=0 me=vs-kernel-swap
+case $(basename "$0") in
+*remote*)
+	remote=1 me=vs-remote
+	CASES=(rand:1 rand:2)
+	SYSTEMS=(kernel upager remote1 remote3)
+	;;
+esac
 
-say() { printf 'vs-kernel-swap: %s\n' "$*" >&2; }
+say() { printf '%s: %s\n' "$me" "$*" >&2; }
 die() { say "$*"; exit 1; }
 skip() { say "SKIP: $*"; exit 77; }
 bad() { say "$*"; exit 2; }
@@ -97,7 +115,7 @@ budget_b=$(bytes "$budget") || bad "-m: '$budget' is not a size"
 # workload runs in the background with `wait`, which a signal interrupts; the
 # workload itself ignores SIGINT then (bash does that to background jobs
 # without job control), so it is killed here by its pid.
-work='' kswap='' swap_on=0 cg='' child=''
+work='' kswap='' swap_on=0 cg='' child='' mc_pids=()
 # shellcheck disable=SC2317 # reached through the trap
 cleanup() {
 	local rc=$? i
@@ -114,6 +132,10 @@ cleanup() {
 		kill -KILL "$child" 2>/dev/null || true
 		wait "$child" 2>/dev/null || true
 	fi
+	for i in "${mc_pids[@]}"; do
+		kill -KILL "$i" 2>/dev/null || true
+		wait "$i" 2>/dev/null || true
+	done
 	if [ "$swap_on" = 1 ]; then
 		# Never delete a swap file still in use: its blocks would stay
 		# held, with no path left to swapoff.
@@ -203,17 +225,45 @@ else
 fi
 
 zswap=$(cat /sys/module/zswap/parameters/enabled 2>/dev/null || echo absent)
-echo "vs-kernel-swap: wset=$((wset_b >> 20))MiB budget=$((budget_b >> 20))MiB" \
+echo "$me: wset=$((wset_b >> 20))MiB budget=$((budget_b >> 20))MiB" \
 	"secs=$secs rounds=$rounds kernel=$(uname -r) cgroup=$cgver:$cg zswap=$zswap" \
 	"page-cluster=$(cat /proc/sys/vm/page-cluster)"
-echo "vs-kernel-swap: swap dir $work ($fstype), kernel swap file $((swap_b >> 20))MiB" \
+echo "$me: swap dir $work ($fstype), kernel swap file $((swap_b >> 20))MiB" \
 	"prio $SWAP_PRIO${other_swap:+; other swap areas: $other_swap}"
+
+# ---------------------------------------------------------------------------
+# memcached servers on loopback for the remote systems: remote1 pages to the
+# first, remote3 to all three. Each has room for the whole working set.
+if [ $remote = 1 ]; then
+	command -v memcached >/dev/null || skip "memcached is not installed (tools/dev.sh installs it)"
+	mc_list=()
+	for i in 0 1 2; do
+		# A port where nothing answers.
+		while port=$((20000 + RANDOM % 30000)); (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+			:
+		done
+		memcached -U 0 -l 127.0.0.1 -p "$port" -m $((wset_b * 5 / 4 >> 20)) -M -t 1 \
+			-u "$(id -un)" >/dev/null 2>&1 &
+		mc_pids+=($!)
+		mc_list+=("127.0.0.1:$port")
+	done
+	for i in 0 1 2; do
+		for ((t = 0; t < 100; t++)); do
+			(exec 3<>"/dev/tcp/127.0.0.1/${mc_list[i]#*:}") 2>/dev/null && break
+			sleep 0.05
+		done
+	done
+	remote1=${mc_list[0]}
+	remote3=$(IFS=,; echo "${mc_list[*]}")
+	echo "$me: memcached $(memcached -V | cut -d' ' -f2) servers $remote3, one thread each"
+fi
 
 # ---------------------------------------------------------------------------
 # Runs.
 csv=$prefix.csv
 echo "system,phase,threads,t,ops_per_s,round" >"$csv"
 declare -A ops=()               # [system/case] = ops/s of each round
+declare -A lat=()               # [system/case/p50|p99] = µs of each round (upager's)
 upager_ok=1
 upager_skip=''
 
@@ -229,15 +279,20 @@ run_one() {
 		# shellcheck disable=SC2016 # $$ and $@ are the inner shell's
 		sh -c 'echo $$ >"$0" && exec "$@"' "$cg/cgroup.procs" \
 			"$workload" --kernel "${args[@]}" >"$tag.out" 2>&1 &
-	else
+	elif [ "$sys" = upager ]; then
 		"$workload" --upager --mem "$budget_b" --swap "$work/upager" \
+			"${args[@]}" >"$tag.out" 2>&1 &
+	else
+		local servers=$remote1
+		[ "$sys" = remote1 ] || servers=$remote3
+		"$workload" --upager --mem "$budget_b" --remote "$servers" \
 			"${args[@]}" >"$tag.out" 2>&1 &
 	fi
 	child=$!
 	wait "$child" || rc=$?
 	child=''
 	sed "s/^/  $sys: /" "$tag.out"
-	if [ "$sys" = upager ] && [ $rc = 77 ]; then
+	if [ "$sys" != kernel ] && [ $rc = 77 ]; then
 		upager_ok=0
 		upager_skip=$(sed -n 's/^swap_workload: SKIP: //p' "$tag.out")
 		return
@@ -252,6 +307,9 @@ run_one() {
 			if (sub(/^ops_per_s=/, "", $i)) print $i }' "$tag.out")
 	[ -n "$v" ] || die "$sys $case: no result line"
 	ops[$sys/$case]+="$v "
+	for v in p50 p99; do
+		lat[$sys/$case/$v]+="$(sed -n "s/^upager latency in the phases: .*${v}_us=\([0-9.]*\).*/\1/p" "$tag.out") "
+	done
 	if [ "$sys" = kernel ]; then
 		# Without swapping the comparison would be against RAM.
 		v=$(sed -n 's/^memory after populate: .*swap_mb=\([0-9]*\).*/\1/p' "$tag.out")
@@ -263,10 +321,14 @@ run_one() {
 
 for ((r = 0; r < rounds; r++)); do
 	for c in "${!CASES[@]}"; do
-		if (((r + c) % 2 == 0)); then order=(kernel upager); else order=(upager kernel); fi
+		# Each system goes first in turn.
+		order=()
+		for ((i = 0; i < ${#SYSTEMS[@]}; i++)); do
+			order+=("${SYSTEMS[(i + r + c) % ${#SYSTEMS[@]}]}")
+		done
 		for sys in "${order[@]}"; do
 			[ "$sys" = kernel ] || [ $upager_ok = 1 ] || continue
-			echo "vs-kernel-swap: round $((r + 1))/$rounds ${CASES[c]} $sys"
+			echo "$me: round $((r + 1))/$rounds ${CASES[c]} $sys"
 			run_one "$sys" "${CASES[c]}" "$r"
 		done
 	done
@@ -278,20 +340,35 @@ median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 }
 	END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2];
 	      else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 declare -A med=()
-ratio() { awk -v u="${med[upager/$1]}" -v k="${med[kernel/$1]}" 'BEGIN { printf "%.3f", u / k }'; }
+# ratio CASE [SYSTEM [REFERENCE]]: median ops/s of SYSTEM (upager) over REFERENCE's (kernel).
+ratio() { awk -v u="${med[${2:-upager}/$1]}" -v k="${med[${3:-kernel}/$1]}" 'BEGIN { printf "%.3f", u / k }'; }
 mbps() { awk -v o="$1" -v p="$page_b" 'BEGIN { printf "%.1f", o * p / 1e6 }'; }
 printf '%-8s %14s %14s %8s\n' case kernel_ops/s upager_ops/s ratio
 for c in "${CASES[@]}"; do
 	med[kernel/$c]=$(median <<<"${ops[kernel/$c]:-}")
 	med[upager/$c]=$(median <<<"${ops[upager/$c]:-}")
+	for sys in "${SYSTEMS[@]:2}"; do
+		med[$sys/$c]=$(median <<<"${ops[$sys/$c]:-}")
+		for v in p50 p99; do
+			med[$sys/$c/$v]=$(median <<<"${lat[$sys/$c/$v]:-}")
+		done
+	done
 	if [ $upager_ok = 1 ]; then
-		printf '%-8s %14.1f %14.1f %8s\n' "$c" "${med[kernel/$c]}" \
+		printf '%-8s %14.1f %14.1f %8s' "$c" "${med[kernel/$c]}" \
 			"${med[upager/$c]}" "$(ratio "$c")"
+		for sys in "${SYSTEMS[@]:2}"; do
+			printf '   %s %.1f ops/s (%s of the kernel'"'"'s, p50 %sus p99 %sus)' "$sys" \
+				"${med[$sys/$c]}" "$(ratio "$c" "$sys")" "${med[$sys/$c/p50]}" \
+				"${med[$sys/$c/p99]}"
+		done
+		echo
 	else
 		printf '%-8s %14.1f %14s %8s\n' "$c" "${med[kernel/$c]}" - -
 	fi
 done
-if [ $upager_ok = 1 ]; then
+if [ $remote = 1 ]; then
+	:
+elif [ $upager_ok = 1 ]; then
 	echo "seq MB/s: kernel $(mbps "${med[kernel/seq]}") upager $(mbps "${med[upager/seq]}")"
 else
 	echo "seq MB/s: kernel $(mbps "${med[kernel/seq]}")"
@@ -313,15 +390,19 @@ if command -v gnuplot >/dev/null; then
 			[ "$phase" = seq ] || threads=${c#*:}
 			echo "set title '$c'; set ylabel '$([ "$phase" = seq ] && echo pages || echo ops)/s'"
 			cmd='' color=''
-			for sys in kernel upager; do
+			for sys in "${SYSTEMS[@]}"; do
 				dat=$work/$sys.${c/:/}.dat
 				awk -F, -v s="$sys" -v p="$phase" -v t="$threads" '
 					$1 == s && $2 == p && $3 == t {
 						if (n++ && $6 != r) print ""; r = $6; print $4, $5 }' \
 					"$csv" >"$dat"
 				[ -s "$dat" ] || continue
-				color='#2471a3'
-				[ $sys = upager ] || color='#c0392b'
+				case $sys in
+				kernel) color='#c0392b' ;;
+				upager) color='#2471a3' ;;
+				remote1) color='#27ae60' ;;
+				*) color='#8e44ad' ;;
+				esac
 				cmd+="${cmd:+, }'$dat' using 1:2 with linespoints lc rgb '$color' title '$sys'"
 			done
 			echo "plot [0:] [0:] $cmd"
@@ -337,12 +418,25 @@ else
 	say "gnuplot not installed: no plot"
 fi
 
+if [ $upager_ok = 1 ] && [ $remote = 1 ]; then
+	echo "RESULT name=remote p50_us=${med[remote1/rand:1/p50]} p99_us=${med[remote1/rand:1/p99]}" \
+		"vs_swapfile=$(ratio rand:1 remote1 upager) vs_kernel_swap=$(ratio rand:1 remote1)" \
+		"vs_kernel_swap_2t=$(ratio rand:2 remote1)" \
+		"remote3_vs_kernel_swap=$(ratio rand:1 remote3)" \
+		"remote3_vs_kernel_swap_2t=$(ratio rand:2 remote3)"
+	exit 0
+fi
 if [ $upager_ok = 1 ]; then
 	echo "RESULT name=vs-kernel-swap rand_ratio_1t=$(ratio rand:1)" \
 		"rand_ratio_2t=$(ratio rand:2) rand_ratio_8t=$(ratio rand:8) seq_ratio=$(ratio seq)"
 	exit 0
 fi
 say "upager side unavailable: $upager_skip"
+if [ $remote = 1 ]; then
+	printf 'RESULT name=remote status=upager-unavailable kernel_rand_1t=%.1f kernel_rand_2t=%.1f\n' \
+		"${med[kernel/rand:1]}" "${med[kernel/rand:2]}"
+	exit 77
+fi
 printf 'RESULT name=vs-kernel-swap status=upager-unavailable kernel_rand_1t=%.1f kernel_rand_2t=%.1f kernel_rand_8t=%.1f kernel_seq_mbps=%s\n' \
 	"${med[kernel/rand:1]}" "${med[kernel/rand:2]}" "${med[kernel/rand:8]}" \
 	"$(mbps "${med[kernel/seq]}")"

@@ -110,8 +110,8 @@ struct upg_config {
 	 * bits), to force fallback paths. 0 = use everything. */
 	uint64_t feature_mask;
 	/* Upper bound on the memory the context's pages hold, in bytes; 0 =
-	 * none. Pages beyond it are paged out to the swap files, which must
-	 * then be given. Regions of such a context use the base page size. */
+	 * none. Pages beyond it are paged out to the swap files (or remote
+	 * servers, see remote_servers), which must then be given. Regions of such a context use the base page size. */
 	uint64_t mem_limit;
 	/* Where pages go when mem_limit is reached (see struct upg_swap_file). */
 	const struct upg_swap_file *swap_files;
@@ -128,7 +128,29 @@ struct upg_config {
 	 * (that could wait for itself). NULL: none. */
 	void (*on_error)(void *arg, void *addr, int err);
 	void *on_error_arg;
+
+	/* Since 0.2: remote paging (UPG_HAVE_REMOTE). */
+	/* Instead of swap files (nswap_files then 0): pages beyond mem_limit
+	 * go to memcached servers, "host:port,host:port" (IPv6 as [addr]:port),
+	 * each started with -M so that it refuses writes rather than evicting
+	 * pages when full. Read during upg_ctx_create() only. Every server must
+	 * answer then (else -ECONNREFUSED, -EHOSTUNREACH or -ETIMEDOUT, the
+	 * server named in the log). A server lost later is reconnected with
+	 * backoff; the pages only it held read back as failures (the pages are
+	 * poisoned: SIGBUS on touch), the others page on. A write a server
+	 * refuses (full) leaves the page in memory. */
+	const char *remote_servers;
+	/* Copies of each page on distinct servers: 1 (0 means 1) or 2. With 2,
+	 * losing one server loses no page. */
+	uint32_t remote_replicas;
+	/* How long a server may leave a request unanswered before it counts
+	 * as lost, in ms; 0 = 1000. */
+	uint32_t remote_timeout_ms;
 };
+
+/* Remote paging is in this build: upg_config has remote_servers,
+ * remote_replicas and remote_timeout_ms. */
+#define UPG_HAVE_REMOTE 1
 
 /* Swap paging is in this build: upg_config has mem_limit, swap files and
  * policy, and upg_stats the swap counters. */

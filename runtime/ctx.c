@@ -34,8 +34,10 @@ static int config_copy(struct upg_config *dst, const struct upg_config *src)
 	dst->size = sizeof(*dst);
 	if (dst->handler_threads > 1024 || dst->policy > UPG_POLICY_FIFO)
 		return -EINVAL;
-	if (!dst->mem_limit != !dst->nswap_files)
-		return -EINVAL;   /* a limit needs swap files, and swap files a limit */
+	if (dst->remote_servers && (dst->nswap_files || dst->remote_replicas > 2))
+		return -EINVAL;   /* remote or swap files, not both (yet) */
+	if (!dst->mem_limit != !(dst->nswap_files || dst->remote_servers))
+		return -EINVAL;   /* a limit needs somewhere to page to, and that a limit */
 	return 0;
 }
 

@@ -45,8 +45,18 @@ static __attribute__((cold)) void report_error(struct handler *h, uintptr_t addr
  */
 static void deliver_poison(struct upg_ctx *ctx, uintptr_t page, size_t psize, pid_t tid)
 {
-	if ((ctx->features & UPG_FEAT_POISON) && uffd_poison(ctx->uffd, page, psize) == 0)
-		return;
+	/* -EEXIST: the marker is there already (this is a second message for
+	 * one access, read before the page was poisoned): woken, the thread
+	 * gets its SIGBUS from the marker when it retries; a signal sent as
+	 * well would hit it later, somewhere else. */
+	if (ctx->features & UPG_FEAT_POISON) {
+		int ret = uffd_poison(ctx->uffd, page, psize);
+
+		if (ret == -EEXIST)
+			uffd_wake(ctx->uffd, page, psize);
+		if (ret == 0 || ret == -EEXIST)
+			return;
+	}
 	if (tid > 0)
 		syscall(SYS_tgkill, getpid(), tid, SIGBUS);
 	else

@@ -11,6 +11,7 @@
 
 #include "ctx.h"
 #include "log.h"
+#include "memcached.h"
 #include "region.h"
 #include "datafile.h"
 #include "swapfile.h"
@@ -21,6 +22,12 @@
 
 static int open_backend(struct paging *pg, const struct upg_config *cfg)
 {
+	struct memcached_config mc = {
+		.page_size = (uint32_t)pg->page_size,
+		.servers = cfg->remote_servers,
+		.replicas = cfg->remote_replicas,
+		.timeout_ms = cfg->remote_timeout_ms,
+	};
 	struct swapfile_spec specs[SWAP_MAX_FILES];
 	struct swapfile_config sc = {
 		.page_size = (uint32_t)pg->page_size,
@@ -28,6 +35,8 @@ static int open_backend(struct paging *pg, const struct upg_config *cfg)
 		.files = specs,
 	};
 
+	if (cfg->remote_servers)
+		return memcached_open(&mc, &pg->backend);
 	if (!cfg->nswap_files || cfg->nswap_files > SWAP_MAX_FILES || !cfg->swap_files)
 		return -EINVAL;
 	for (unsigned i = 0; i < cfg->nswap_files; i++) {
@@ -48,7 +57,7 @@ int paging_create(struct upg_ctx *ctx)
 	int ret;
 
 	if (!cfg->mem_limit)
-		return cfg->nswap_files ? -EINVAL : 0;
+		return cfg->nswap_files || cfg->remote_servers ? -EINVAL : 0;
 	if (cfg->policy > UPG_POLICY_FIFO)
 		return -EINVAL;
 	pg = calloc(1, sizeof(*pg));
@@ -81,7 +90,7 @@ int paging_create(struct upg_ctx *ctx)
 	pg->evict_ready = true;
 	ret = open_backend(pg, cfg);
 	if (ret < 0) {
-		pr_perr(ret, "cannot open the swap files");
+		pr_perr(ret, "cannot open the %s", cfg->remote_servers ? "remote servers" : "swap files");
 		goto err;
 	}
 

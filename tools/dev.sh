@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(build-essential cmake pkg-config liburing-dev libjemalloc-dev libcriterion-dev)
+PACKAGES=(build-essential cmake pkg-config liburing-dev libjemalloc-dev libcriterion-dev memcached iproute2)
 JOBS=$(nproc)
 
 say() { printf '\033[1mdev.sh: %s\033[0m\n' "$*" >&2; }

@@ -149,6 +149,8 @@ static int cmd_demo(int argc, char **argv)
 		{ "size", required_argument, NULL, 's' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "threads", required_argument, NULL, 't' },
+		{ "remote", required_argument, NULL, 'r' },
+		{ "replicas", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -156,7 +158,8 @@ static int cmd_demo(int argc, char **argv)
 	char swapdir[] = "/var/tmp/upager-demo-XXXXXX";
 	struct upg_swap_file swap = { .path = swapdir };
 	struct upg_config cfg;
-	unsigned nthreads = 2;
+	unsigned nthreads = 2, replicas = 1;
+	const char *remote = NULL;
 	struct upg_stats st = { .size = sizeof(st) };
 	struct demo_worker w[64];
 	pthread_t tid[64];
@@ -166,7 +169,7 @@ static int cmd_demo(int argc, char **argv)
 	int c, ret;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "s:m:t:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:m:t:r:R:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
 			if (parse_size(optarg, &mem) < 0) {
@@ -188,6 +191,16 @@ static int cmd_demo(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			break;
+		case 'r':
+			remote = optarg;
+			break;
+		case 'R':
+			replicas = (unsigned)atoi(optarg);
+			if (replicas < 1 || replicas > 2) {
+				fprintf(stderr, "upager demo: replicas must be 1 or 2\n");
+				return EXIT_USAGE;
+			}
+			break;
 		case 'h':
 			printf("usage: upager %s\n\n%s\n", verbs[2].usage, verbs[2].summary);
 			return 0;
@@ -202,9 +215,13 @@ static int cmd_demo(int argc, char **argv)
 	}
 
 	/* The region is paged to a swap file (unlinked, in a directory of its
-	 * own) under a memory limit of `mem`. */
+	 * own), or to memcached servers, under a memory limit of `mem`. */
 	upg_config_init(&cfg);
-	if (mem) {
+	if (mem && remote) {
+		cfg.mem_limit = mem;
+		cfg.remote_servers = remote;
+		cfg.remote_replicas = replicas;
+	} else if (mem) {
 		if (!mkdtemp(swapdir)) {
 			perror("upager demo: mkdtemp");
 			return 1;
@@ -215,7 +232,7 @@ static int cmd_demo(int argc, char **argv)
 		cfg.nswap_files = 1;
 	}
 	ret = upg_ctx_create(&cfg, &ctx);
-	if (mem)
+	if (cfg.nswap_files)
 		rmdir(swapdir);   /* the swap file in it is unlinked already */
 	if (ret < 0) {
 		fprintf(stderr, "upager demo: cannot create a context: %s\n", upg_strerror(ret));
@@ -293,9 +310,11 @@ static int cmd_demo(int argc, char **argv)
 static const struct verb verbs[] = {
 	{ "features", "Probe what the running kernel's userfaultfd offers.", "features", cmd_features },
 	{ "version", "Print upager's version.", "version", cmd_version },
-	{ "demo", "Write and verify every page of a region paged to a swap file under a memory "
-		  "limit, then print statistics.",
-	  "demo [--size BYTES] [--mem BYTES] [--threads N]", cmd_demo },
+	{ "demo", "Write and verify every page of a region paged to a swap file (or with --remote "
+		  "to memcached servers, started with -M) under a memory limit, then print "
+		  "statistics.",
+	  "demo [--size BYTES] [--mem BYTES] [--threads N] [--remote HOST:PORT,... "
+	  "[--replicas 1|2]]", cmd_demo },
 };
 #define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
 

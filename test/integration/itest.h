@@ -142,6 +142,43 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
 }
 
 /* ------------------------------------------------------------------------
+ * Poisoned pages: reading one raises SIGBUS
+ */
+
+static sigjmp_buf itest_bus_jmp __attribute__((unused));
+
+static inline void itest_on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(itest_bus_jmp, 1);
+}
+
+/* Catch SIGBUS for page_verify() until sigbus_restore(old). */
+static inline void sigbus_catch(struct sigaction *old)
+{
+	struct sigaction sa = { .sa_handler = itest_on_sigbus };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, old);
+}
+
+static inline void sigbus_restore(const struct sigaction *old)
+{
+	sigaction(SIGBUS, old, NULL);
+}
+
+/* Read page p (at page, ps bytes) and check that it holds generation gen:
+ * 0 right, 1 wrong, -1 it raised SIGBUS. Between sigbus_catch() and
+ * sigbus_restore(). */
+static inline int page_verify(const uint8_t *page, size_t ps, uint64_t gen, uint64_t p)
+{
+	if (sigsetjmp(itest_bus_jmp, 1))
+		return -1;
+	(void)*(const volatile uint8_t *)page;
+	return pattern_check(page, ps, gen, p) >= 0;
+}
+
+/* ------------------------------------------------------------------------
  * Contexts and regions
  */
 
@@ -349,40 +386,23 @@ static inline long check_zero(const void *base, size_t psize, uint64_t first, ui
 	return -1;
 }
 
-/* Where read_back() resumes after a SIGBUS. */
-static sigjmp_buf itest_bus_jmp;
-
-static void itest_on_sigbus(int sig)
-{
-	(void)sig;
-	siglongjmp(itest_bus_jmp, 1);
-}
-
 /* Reads every page of [base, base + pages) not yet in lost[]: counts pages
  * that raise SIGBUS in *sigbus (and marks them in lost[]), and pages whose
  * contents are wrong (not generation gen) in *wrong. */
 static inline void read_back(uint8_t *base, size_t ps, uint64_t pages, uint64_t gen, uint8_t *lost,
-		      volatile uint64_t *sigbus, volatile uint64_t *wrong)
+			     uint64_t *sigbus, uint64_t *wrong)
 {
-	struct sigaction sa = { .sa_handler = itest_on_sigbus }, old;
+	struct sigaction old;
 
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &old);
-	for (volatile uint64_t p = 0; p < pages; p++) {
-		volatile uint8_t *page = base + p * ps;
+	sigbus_catch(&old);
+	for (uint64_t p = 0; p < pages; p++) {
+		int v = lost[p] ? 0 : page_verify(base + p * ps, ps, gen, p);
 
-		if (lost[p])
-			continue;
-		if (sigsetjmp(itest_bus_jmp, 1)) {
-			lost[p] = 1;
-			(*sigbus)++;
-			continue;
-		}
-		(void)page[0];
-		if (pattern_check((const void *)page, ps, gen, p) >= 0)
-			(*wrong)++;
+		lost[p] |= v < 0;
+		*sigbus += v < 0;
+		*wrong += v > 0;
 	}
-	sigaction(SIGBUS, &old, NULL);
+	sigbus_restore(&old);
 }
 
 /* ------------------------------------------------------------------------

@@ -562,7 +562,7 @@ Test(datafile, error_callback, .timeout = 60, .fini = dir_remove)
 	char swap_path[4200], junk[65536];
 	struct upg_swap_file sf;
 	struct upg_config cfg;
-	volatile uint64_t sigbus = 0, wrong = 0;
+	uint64_t sigbus = 0, wrong = 0;
 	uint64_t unreported = 0;
 	uint8_t *lost = calloc(pages, 1);
 	upg_ctx *ctx;
@@ -878,7 +878,7 @@ Test(datafile, error_callback_truncated_file, .timeout = 60, .fini = dir_remove)
 	static struct upg_swap_file sf;
 	size_t ps = itest_page();
 	uint64_t pages = 1024, unreported = 0;
-	volatile uint64_t sigbus = 0, wrong = 0;
+	uint64_t sigbus = 0, wrong = 0;
 	uint8_t *lost = calloc(pages, 1), *base;
 	struct upg_config cfg;
 	upg_region *r;

@@ -95,7 +95,7 @@ static void corrupt_swap(uint64_t mask)
 	char path[4200];
 	size_t ps = itest_page();
 	uint64_t pages = 4 * LIMIT / ps, size = 64 * MiB;
-	volatile uint64_t sigbus = 0, wrong = 0;
+	uint64_t sigbus = 0, wrong = 0;
 	struct upg_stats st;
 	upg_ctx *ctx = NULL;
 	upg_region *r = paged_out(path, sizeof(path), UPG_POLICY_FIFO, mask, 3, &ctx);
@@ -355,7 +355,7 @@ Test(swap_errors, truncated_swap_file, .timeout = 120)
 	char path[4200];
 	size_t ps = itest_page();
 	uint64_t pages = 4 * LIMIT / ps;
-	volatile uint64_t sigbus = 0, wrong = 0;
+	uint64_t sigbus = 0, wrong = 0;
 	uint8_t *lost = calloc(pages, 1);
 	struct upg_stats st;
 	upg_ctx *ctx = NULL;
