@@ -175,6 +175,9 @@ struct upg_region_opts {
 	 * size and a power of two. 0 = the base page size. The region's size
 	 * must be a multiple of it. */
 	uint64_t page_size;
+	/* Since 0.2: the region's first byte is a multiple of this (a power
+	 * of two). 0 = the page size. */
+	uint64_t align;
 };
 
 /* Fill *opts with defaults (and opts->size). */
@@ -200,6 +203,16 @@ int upg_region_create(upg_ctx *ctx, uint64_t size,
  * are undefined. NULL is a no-op returning 0.
  */
 int upg_region_destroy(upg_region *region);
+
+/*
+ * Unmap [off, off + len) of the region, as munmap(2) would (both multiples
+ * of the region's page size): the pages' memory, swap slots and budget are
+ * given back at once, and the range is never touched by upager again. When
+ * nothing of the region is left mapped, the region is destroyed and 1 is
+ * returned (the handle is then gone); otherwise 0. Errors: -EINVAL (range
+ * outside the region or unaligned), or munmap's error.
+ */
+int upg_region_unmap(upg_region *region, uint64_t off, uint64_t len);
 
 /* The region's first byte. Stable for the region's life, unless the
  * application moves the whole mapping with mremap(2). */
