@@ -53,6 +53,11 @@ int upg_version_number(void);
  * positive value is accepted too). Static storage, never NULL. */
 const char *upg_strerror(int err);
 
+/* Parse a size as people write it: "4096", "64k", "512M", "2G", "1TiB"
+ * (K, M, G, T are powers of 1024). Returns 0 with the bytes in *out, or
+ * -EINVAL. Since 0.2. */
+int upg_parse_size(const char *s, uint64_t *out);
+
 /* ------------------------------------------------------------------------
  * Kernel features
  *

@@ -532,3 +532,24 @@ Test(region, align_and_unmap, .timeout = 30)
 	cr_assert_eq(upg_region_create(ctx, 64 * ps, &opts, &r), -EINVAL);
 	upg_ctx_destroy(ctx);
 }
+
+Test(region, parse_size, .timeout = 10)
+{
+	uint64_t v = 0;
+
+	cr_assert_eq(upg_parse_size("4096", &v), 0);
+	cr_assert_eq(v, 4096);
+	cr_assert_eq(upg_parse_size("64k", &v), 0);
+	cr_assert_eq(v, 64 * KiB);
+	cr_assert_eq(upg_parse_size("512M", &v), 0);
+	cr_assert_eq(v, 512 * MiB);
+	cr_assert_eq(upg_parse_size("2GiB", &v), 0);
+	cr_assert_eq(v, 2 * GiB);
+	cr_assert_eq(upg_parse_size("1TB", &v), 0);
+	cr_assert_eq(v, TiB);
+	cr_assert_eq(upg_parse_size("", &v), -EINVAL);
+	cr_assert_eq(upg_parse_size("-1", &v), -EINVAL);
+	cr_assert_eq(upg_parse_size("12Q", &v), -EINVAL);
+	cr_assert_eq(upg_parse_size("99999999999T", &v), -EINVAL);
+	cr_assert_eq(upg_parse_size(NULL, &v), -EINVAL);
+}
