@@ -3,12 +3,12 @@
 # same program under the kernel's swap, at the same budget. Built as
 # build/bench/bench_preload_vs_kernel, next to ../tools/upager.
 #
-#   kernel  python3 WORKLOAD in a cgroup-v2 memory group of the budget, with a
+#   kernel  python3 WORKLOAD in a memory cgroup (v2 or v1) of the budget, with a
 #           swap file of its own (made here, enabled at top priority)
 #   upager  upager run --mem BUDGET --swap DIR -- python3 WORKLOAD
 #
 # The workload builds a list of strings and a dict of ints to strings (about
-# 2.5 GiB at the default size, ~5x the budget), then walks and sums both.
+# 760 MiB at the default size, 3x the budget), then walks and sums both.
 # Runs alternate between the pagers, the first pager alternating by round;
 # outputs must match. Last line:
 #   RESULT name=preload-vs-kernel workload=... budget=... ratio=...
@@ -19,7 +19,7 @@ set -euo pipefail
 
 here=$(dirname "$(readlink -f "$0")")
 upager=$here/../tools/upager
-n=6000000 budget=512M rounds=1 base=/var/tmp
+n=3000000 budget=256M rounds=2 base=/var/tmp
 say() { printf 'preload-vs-kernel: %s\n' "$*" >&2; }
 skip() { say "SKIP: $*"; exit 77; }
 while getopts "n:m:r:s:q" opt; do
@@ -36,8 +36,8 @@ done
 py=/usr/bin/python3
 [ -x $py ] || skip "no $py"
 [ -x "$upager" ] || skip "no $upager"
-cgroot=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
-[ -n "$cgroot" ] && grep -qw memory "$cgroot/cgroup.controllers" || skip "no cgroup v2 memory controller"
+cg_v2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+cg_v1=$(awk '$3 == "cgroup" && $4 ~ /(^|,)memory(,|$)/ { print $2; exit }' /proc/mounts)
 budget_b=$(numfmt --from=iec "$budget")
 
 work='' swap_on=0 cg=''
@@ -57,11 +57,23 @@ fallocate -l $((8 * budget_b)) "$work/kernel.swap" || skip "fallocate failed in 
 chmod 600 "$work/kernel.swap"
 mkswap "$work/kernel.swap" >/dev/null && swapon -p 32767 "$work/kernel.swap" || skip "swapon failed"
 swap_on=1
-grep -qw memory "$cgroot/cgroup.subtree_control" || echo +memory >"$cgroot/cgroup.subtree_control"
-cg=$cgroot/upager-pvk.$$
-mkdir "$cg"
-echo "$budget_b" >"$cg/memory.max"
-[ ! -e "$cg/memory.swap.max" ] || echo max >"$cg/memory.swap.max"
+# The memory group: as in vs_kernel_swap.sh, v2 under the root, else v1
+# nested in our own group, swap not capped.
+if [ -n "$cg_v2" ] && grep -qw memory "$cg_v2/cgroup.controllers"; then
+	grep -qw memory "$cg_v2/cgroup.subtree_control" || echo +memory >"$cg_v2/cgroup.subtree_control"
+	cg=$cg_v2/upager-pvk.$$
+	mkdir "$cg"
+	echo "$budget_b" >"$cg/memory.max"
+	[ ! -e "$cg/memory.swap.max" ] || echo max >"$cg/memory.swap.max"
+elif [ -n "$cg_v1" ]; then
+	own=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ { print $3; exit }' /proc/self/cgroup)
+	cg=$cg_v1${own%/}/upager-pvk.$$
+	mkdir "$cg"
+	echo "$budget_b" >"$cg/memory.limit_in_bytes"
+	echo 60 >"$cg/memory.swappiness"
+else
+	skip "no memory cgroup controller"
+fi
 
 cat >"$work/work.py" <<PYEOF
 n = $n
