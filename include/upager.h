@@ -170,6 +170,29 @@ void upg_ctx_destroy(upg_ctx *ctx);
 /* The features the context uses: what the kernel has, less the mask. */
 uint64_t upg_ctx_features(const upg_ctx *ctx);
 
+/*
+ * fork(2) with regions, for pthread_atfork() (since 0.2). Without them a
+ * child reads zeros where the parent had paged memory out.
+ *
+ * upg_ctx_fork_prepare() stops new evictions, lifts the memory limit and
+ * brings every page of the context's regions that is out of the mapping
+ * (in swap, in the cooling pool, being moved) back in: the kernel then
+ * copies the regions to the child like any private memory (copy-on-write).
+ * upg_ctx_fork_parent() gives the parent its own copy of each resident page
+ * (shared pages cannot be evicted) and lets reclaim bring memory back under
+ * the limit. Every prepare is followed by one parent, in the parent. Returns
+ * 0, or -EAGAIN when some pages could not be brought back (the program made
+ * them unreadable), or -EINVAL.
+ *
+ * In the child the regions are plain memory, no longer upager's: the
+ * context has no threads there. upg_ctx_fork_child() lets go of the
+ * parent's userfaultfd; the context must not be used (or destroyed) in the
+ * child after it.
+ */
+int upg_ctx_fork_prepare(upg_ctx *ctx);
+void upg_ctx_fork_parent(upg_ctx *ctx);
+void upg_ctx_fork_child(upg_ctx *ctx);
+
 /* ------------------------------------------------------------------------
  * Regions
  */

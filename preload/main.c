@@ -65,18 +65,22 @@ int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *)
 	return ret;
 }
 
-/* ---- fork ---- */
-
-/* Whether the parent had moved pages out of its mapping when it forked. */
-static bool forked_with_pages_out;
+/* ---- fork ----
+ * The child gets the parent's memory as it was (upg_ctx_fork_prepare brings
+ * back everything paged out first), as plain memory: it has no handler
+ * threads, and its new memory comes from the kernel.
+ */
 
 static void fork_prepare(void)
 {
-	struct upg_stats st = { .size = sizeof(st) };
+	static const char warn[] = "upager: fork: some paged-out memory could not be brought "
+				   "back (made unreadable?): it reads as zeros in the child\n";
 
 	preload_enter();
-	forked_with_pages_out = atomic_load(&preload.ready) &&
-				upg_stats_get(preload.ctx, &st) == 0 && st.evicted > 0;
+	if (atomic_load(&preload.ready) && upg_ctx_fork_prepare(preload.ctx) < 0 &&
+	    write(STDERR_FILENO, warn, sizeof(warn) - 1) < 0) {
+		/* stderr closed: nobody to tell */
+	}
 	preload_leave();
 	priv_fork_prepare();
 }
@@ -84,25 +88,15 @@ static void fork_prepare(void)
 static void fork_parent(void)
 {
 	priv_fork_done();
+	if (atomic_load(&preload.ready))
+		upg_ctx_fork_parent(preload.ctx);
 }
 
-/*
- * The child has no handler threads, and the kernel gave it the regions as
- * plain memory: what the parent had mapped, copy-on-write; pages it had
- * paged out read as zeros. New memory comes from the kernel from now on.
- * Said on stderr when it matters, rather than left to be found in the data.
- */
 static void fork_child(void)
 {
-	static const char warn[] = "upager: fork: memory the parent had paged out reads as "
-				   "zeros in this child (a child that executes a program is "
-				   "unaffected)\n";
-
 	priv_fork_done();
-	atomic_store(&preload.ready, false);
-	if (forked_with_pages_out && write(STDERR_FILENO, warn, sizeof(warn) - 1) < 0) {
-		/* stderr closed: nobody to tell */
-	}
+	if (atomic_exchange(&preload.ready, false))
+		upg_ctx_fork_child(preload.ctx);
 }
 
 /* ---- start and exit ---- */

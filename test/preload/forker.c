@@ -46,6 +46,8 @@ int main(int argc, char **argv)
 
 		if (!b)
 			_exit(2);
+		if (!check(a, SIZE, 1))
+			_exit(5);       /* the parent's data at the fork */
 		fill(b, SIZE, 7);
 		fill(a, 4 * MiB, 8);    /* the child's own copy: the parent must not see it */
 		if (!check(b, SIZE, 7) || !check(a, 4 * MiB, 8))
