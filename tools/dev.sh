@@ -11,9 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# coreutils, python3 and sqlite3: programs the preload tests run under upager.
+# coreutils, python3, sqlite3, redis: programs the preload tests run under upager.
 PACKAGES=(build-essential cmake pkg-config liburing-dev libjemalloc-dev libcriterion-dev
-	binutils coreutils python3 sqlite3)
+	binutils coreutils python3 sqlite3 redis-server redis-tools)
 JOBS=$(nproc)
 
 say() { printf '\033[1mdev.sh: %s\033[0m\n' "$*" >&2; }
