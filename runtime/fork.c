@@ -21,8 +21,10 @@
 #include "region.h"
 
 /* Rounds of bringing pages back before giving up (a page the program made
- * unreadable stays out). */
-#define FORK_PASSES 8
+ * unreadable stays out). A page touched may still read as out for a moment
+ * (its handler releases the word after mapping it), or be read ahead while
+ * the walk is past it: a round that finds any goes round again. */
+#define FORK_PASSES 64
 
 static void wait_parked(struct paging *pg)
 {
@@ -72,6 +74,10 @@ int upg_ctx_fork_prepare(upg_ctx *ctx)
 	/* ctx->lock keeps the list still; handlers do not take it. */
 	pthread_mutex_lock(&ctx->lock);
 	for (unsigned pass = 0; pass < FORK_PASSES && out; pass++) {
+		struct timespec ms = { 0, 1000000 };
+
+		if (pass > 1)
+			nanosleep(&ms, NULL);
 		out = 0;
 		for (struct upg_region *r = ctx->regions; r; r = r->next)
 			if (!atomic_load(&r->dying))
