@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,12 @@ int cmd_stat(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	snprintf(path, sizeof(path), "%s/%ld.stats", dir && *dir ? dir : "/run/upager", pid);
+	/* A program killed by a signal leaves its file behind. */
+	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+		unlink(path);
+		fprintf(stderr, "upager stat: no process %ld\n", pid);
+		return 1;
+	}
 	f = fopen(path, "r");
 	if (!f) {
 		fprintf(stderr, "upager stat: no statistics for pid %ld (%s: %s)\n", pid, path,
