@@ -53,6 +53,11 @@ int upg_version_number(void);
  * positive value is accepted too). Static storage, never NULL. */
 const char *upg_strerror(int err);
 
+/* Parse a size as people write it: "4096", "64k", "512M", "2G", "1TiB"
+ * (K, M, G, T are powers of 1024). Returns 0 with the bytes in *out, or
+ * -EINVAL. Since 0.2. */
+int upg_parse_size(const char *s, uint64_t *out);
+
 /* ------------------------------------------------------------------------
  * Kernel features
  *
@@ -197,12 +202,35 @@ void upg_ctx_destroy(upg_ctx *ctx);
 /* The features the context uses: what the kernel has, less the mask. */
 uint64_t upg_ctx_features(const upg_ctx *ctx);
 
+/*
+ * fork(2) with regions, for pthread_atfork() (since 0.2). Without them a
+ * child reads zeros where the parent had paged memory out.
+ *
+ * upg_ctx_fork_prepare() stops new evictions, lifts the memory limit and
+ * brings every page of the context's regions that is out of the mapping
+ * (in swap, in the cooling pool, being moved) back in: the kernel then
+ * copies the regions to the child like any private memory (copy-on-write).
+ * upg_ctx_fork_parent() gives the parent its own copy of each resident page
+ * (shared pages cannot be evicted) and lets reclaim bring memory back under
+ * the limit. Every prepare is followed by one parent, in the parent. Returns
+ * 0, or -EAGAIN when some pages could not be brought back (the program made
+ * them unreadable), or -EINVAL.
+ *
+ * In the child the regions are plain memory, no longer upager's: the
+ * context has no threads there. upg_ctx_fork_child() lets go of the
+ * parent's userfaultfd; the context must not be used (or destroyed) in the
+ * child after it.
+ */
+int upg_ctx_fork_prepare(upg_ctx *ctx);
+void upg_ctx_fork_parent(upg_ctx *ctx);
+void upg_ctx_fork_child(upg_ctx *ctx);
+
 /* ------------------------------------------------------------------------
  * Regions
  */
 struct upg_region_opts {
 	uint32_t size;              /* sizeof(struct upg_region_opts) */
-	uint32_t flags;             /* none defined yet; must be 0 */
+	uint32_t flags;             /* enum upg_region_flags */
 	/* The unit of paging in bytes: a multiple of the kernel's base page
 	 * size and a power of two. 0 = the base page size. The region's size
 	 * must be a multiple of it. */
@@ -218,6 +246,10 @@ struct upg_region_opts {
 	const char *file;
 	/* Where page 0 lives in the file: a multiple of 4096. */
 	uint64_t file_offset;
+
+	/* Since 0.2: the region's first byte is a multiple of this (a power
+	 * of two). 0 = the page size. */
+	uint64_t align;
 };
 
 /* upg_region_opts.flags, for file regions. */
@@ -261,6 +293,16 @@ int upg_region_create(upg_ctx *ctx, uint64_t size,
  * destroyed all the same. NULL is a no-op returning 0.
  */
 int upg_region_destroy(upg_region *region);
+
+/*
+ * Unmap [off, off + len) of the region, as munmap(2) would (both multiples
+ * of the region's page size): the pages' memory, swap slots and budget are
+ * given back at once, and the range is never touched by upager again. When
+ * nothing of the region is left mapped, the region is destroyed and 1 is
+ * returned (the handle is then gone); otherwise 0. Errors: -EINVAL (range
+ * outside the region or unaligned), or munmap's error.
+ */
+int upg_region_unmap(upg_region *region, uint64_t off, uint64_t len);
 
 /* The region's first byte. Stable for the region's life, unless the
  * application moves the whole mapping with mremap(2). */

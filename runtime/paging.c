@@ -267,7 +267,8 @@ bool paging_reserve(struct paging *pg)
 
 	if (now > pg->high_wm)
 		paging_kick(pg);
-	if (now <= pg->limit || atomic_load_explicit(&pg->swap_stuck, memory_order_relaxed))
+	if (now <= pg->limit || atomic_load_explicit(&pg->swap_stuck, memory_order_relaxed) ||
+	    atomic_load_explicit(&pg->hold, memory_order_relaxed))
 		return true;
 	atomic_fetch_sub_explicit(&pg->mem_pages, 1, memory_order_relaxed);
 	return false;

@@ -85,6 +85,11 @@ struct paging {
 	 * and faults may take memory beyond the limit rather than wait for
 	 * reclaim that cannot happen. Cleared by the next write that works. */
 	atomic_bool swap_stuck;
+	/* fork (fork.c): while hold > 0 the reclaimer parks between batches
+	 * (parked says it has) and the budget is not enforced, so that every
+	 * page can be brought back into the mapping the child will copy. */
+	_Atomic unsigned hold;
+	atomic_bool parked;
 	/* Dirty tracking pays a write-protect fault for each first write to
 	 * a page brought back clean. When most such pages get written anyway,
 	 * bringing them back writable (dirty) is cheaper; a few still come

@@ -463,6 +463,18 @@ void *paging_reclaimer_main(void *arg)
 	while (!atomic_load(&pg->stop)) {
 		unsigned progress = 0;
 
+		/* fork: no new evictions; the cooling pool is written out and
+		 * emptied, then the reclaimer stays parked. */
+		if (atomic_load(&pg->hold)) {
+			qsbr_online(&pg->ctx->qsbr, reader(pg));
+			progress = pg->head > pg->tail ? writeback_batch(pg) : 0;
+			qsbr_offline(reader(pg));
+			atomic_store(&pg->parked, pg->head == pg->tail);
+			if (!progress)
+				sleep_ms(1);
+			continue;
+		}
+		atomic_store(&pg->parked, false);
 		qsbr_online(&pg->ctx->qsbr, reader(pg));
 		drain_rings(pg);
 		if (atomic_load_explicit(&pg->mem_pages, memory_order_relaxed) <= pg->high_wm) {
@@ -475,7 +487,7 @@ void *paging_reclaimer_main(void *arg)
 			continue;
 		}
 		while (atomic_load_explicit(&pg->mem_pages, memory_order_relaxed) > pg->low_wm &&
-		       !atomic_load(&pg->stop)) {
+		       !atomic_load(&pg->stop) && !atomic_load(&pg->hold)) {
 			unsigned moved = 0;
 
 			drain_rings(pg);

@@ -207,6 +207,8 @@ int upg_region_create(upg_ctx *ctx, uint64_t size, const struct upg_region_opts 
 		return -EINVAL;   /* O_DIRECT */
 	if (!size || size % psize || size > (1ull << 47))
 		return -EINVAL;
+	if (opts.align & (opts.align - 1) || opts.align > (1ull << 40))
+		return -EINVAL;
 
 	r = calloc(1, sizeof(*r));
 	if (!r)
@@ -225,7 +227,7 @@ int upg_region_create(upg_ctx *ctx, uint64_t size, const struct upg_region_opts 
 	if (ret < 0)
 		goto err_state;
 
-	addr = map_aligned(size, psize, base_page);
+	addr = map_aligned(size, opts.align > psize ? opts.align : psize, base_page);
 	if (addr == MAP_FAILED) {
 		ret = -errno;
 		goto err_id;
@@ -358,6 +360,28 @@ int upg_region_destroy(upg_region *r)
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	return ret;
+}
+
+int upg_region_unmap(upg_region *r, uint64_t off, uint64_t len)
+{
+	uintptr_t start;
+	bool gone;
+
+	if (!r || !len || (off | len) & (region_page_size(r) - 1) || off > r->size ||
+	    len > r->size - off)
+		return -EINVAL;
+	start = region_base(r) + off;
+	if (munmap((void *)start, len) < 0)
+		return -errno;
+	/* The handler reading the UNMAP event does the same; recording it
+	 * here as well means that when munmap returns the range is already a
+	 * hole, so that a later destroy never unmaps what a new mapping took. */
+	region_forget(r, start, start + len);
+	region_unmapped(r, start, start + len);
+	gone = !atomic_load(&r->in_registry);
+	if (gone)
+		upg_region_destroy(r);
+	return gone;
 }
 
 void regions_destroy_all(struct upg_ctx *ctx)

@@ -11,7 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(build-essential cmake pkg-config liburing-dev libjemalloc-dev libcriterion-dev memcached iproute2)
+# memcached, iproute2: remote paging's tests start servers, some in network
+# namespaces. coreutils, python3, sqlite3, redis: programs the preload tests
+# run under upager.
+PACKAGES=(build-essential cmake pkg-config liburing-dev libjemalloc-dev libcriterion-dev
+	memcached iproute2 binutils coreutils python3 sqlite3 redis-server redis-tools)
 JOBS=$(nproc)
 
 say() { printf '\033[1mdev.sh: %s\033[0m\n' "$*" >&2; }

@@ -12,9 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "upager.h"
-
-#define EXIT_USAGE 2
 
 struct verb {
 	const char *name;
@@ -31,31 +30,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Parse "512M", "2G", "4096", "64k". Returns 0 or -EINVAL. */
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
-	if (*end || v > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
 }
 
 /* Handles --help/-h for a verb; returns 1 if help was printed. Any other
@@ -172,14 +146,14 @@ static int cmd_demo(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "s:m:t:r:R:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
-			if (parse_size(optarg, &mem) < 0) {
+			if (upg_parse_size(optarg, &mem) < 0) {
 				fprintf(stderr, "upager demo: bad memory limit '%s' (e.g. 64M, 0 = none)\n",
 					optarg);
 				return EXIT_USAGE;
 			}
 			break;
 		case 's':
-			if (parse_size(optarg, &size) < 0 || size < 4096) {
+			if (upg_parse_size(optarg, &size) < 0 || size < 4096) {
 				fprintf(stderr, "upager demo: bad size '%s' (e.g. 256M)\n", optarg);
 				return EXIT_USAGE;
 			}
@@ -315,6 +289,12 @@ static const struct verb verbs[] = {
 		  "statistics.",
 	  "demo [--size BYTES] [--mem BYTES] [--threads N] [--remote HOST:PORT,... "
 	  "[--replicas 1|2]]", cmd_demo },
+	{ "run", "Run a program with its heap and large mappings paged by upager under a memory "
+		 "budget (LD_PRELOAD).",
+	  "run [--mem SIZE] [--swap PATH]... [--swap-size SIZE] [--threads N] [--stats] -- PROGRAM [ARGS]",
+	  cmd_run },
+	{ "stat", "Show the live statistics of a program running under `upager run`.",
+	  "stat PID", cmd_stat },
 };
 #define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
 

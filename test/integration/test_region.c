@@ -497,3 +497,59 @@ Test(region, strerror_version, .timeout = 10)
 	cr_assert_not_null(upg_strerror(-2147483647));
 	cr_assert_gt(strlen(upg_strerror(-99999)), 0);
 }
+
+/* ------------------------------------------------------------------------
+ * Alignment and partial unmaps (what the preload library needs)
+ */
+
+Test(region, align_and_unmap, .timeout = 30)
+{
+	upg_ctx *ctx = ctx_new(NULL);
+	size_t ps = itest_page();
+	struct upg_region_opts opts;
+	upg_region *r;
+	uint8_t *base;
+
+	upg_region_opts_init(&opts);
+	opts.align = 2 * MiB;
+	cr_assert_eq(upg_region_create(ctx, 64 * ps, &opts, &r), 0);
+	base = upg_region_addr(r);
+	cr_assert_eq((uintptr_t)base % (2 * MiB), 0);
+	fill_pages(base, ps, 0, 64, 1);
+
+	cr_assert_eq(upg_region_unmap(r, 1, ps), -EINVAL);
+	cr_assert_eq(upg_region_unmap(r, 60 * ps, 8 * ps), -EINVAL);
+	/* The middle goes; both ends keep their data and keep faulting. */
+	cr_assert_eq(upg_region_unmap(r, 16 * ps, 16 * ps), 0);
+	cr_assert_eq(check_pages(base, ps, 0, 16, 1), -1);
+	cr_assert_eq(check_pages(base, ps, 32, 32, 1), -1);
+	cr_assert_eq(upg_region_unmap(r, 0, 16 * ps), 0);
+	/* Unmapping what is left destroys the region. */
+	cr_assert_eq(upg_region_unmap(r, 16 * ps, 48 * ps), 1);
+	cr_assert_eq(stats_of(ctx).regions, 0);
+
+	opts.align = 3 * ps;
+	cr_assert_eq(upg_region_create(ctx, 64 * ps, &opts, &r), -EINVAL);
+	upg_ctx_destroy(ctx);
+}
+
+Test(region, parse_size, .timeout = 10)
+{
+	uint64_t v = 0;
+
+	cr_assert_eq(upg_parse_size("4096", &v), 0);
+	cr_assert_eq(v, 4096);
+	cr_assert_eq(upg_parse_size("64k", &v), 0);
+	cr_assert_eq(v, 64 * KiB);
+	cr_assert_eq(upg_parse_size("512M", &v), 0);
+	cr_assert_eq(v, 512 * MiB);
+	cr_assert_eq(upg_parse_size("2GiB", &v), 0);
+	cr_assert_eq(v, 2 * GiB);
+	cr_assert_eq(upg_parse_size("1TB", &v), 0);
+	cr_assert_eq(v, TiB);
+	cr_assert_eq(upg_parse_size("", &v), -EINVAL);
+	cr_assert_eq(upg_parse_size("-1", &v), -EINVAL);
+	cr_assert_eq(upg_parse_size("12Q", &v), -EINVAL);
+	cr_assert_eq(upg_parse_size("99999999999T", &v), -EINVAL);
+	cr_assert_eq(upg_parse_size(NULL, &v), -EINVAL);
+}

@@ -1,0 +1,27 @@
+# preload_stat: `upager stat PID` shows a running program's statistics;
+# the file behind it goes when the program exits.
+. "$(dirname "$0")/lib.sh"
+need python3
+"$UPAGER" run --mem 32M --swap "$WORK" -- python3 -c '
+import time
+data = [bytearray(4096) for _ in range(30000)]
+for b in data:
+    b[0] = 1
+time.sleep(3)
+' &
+pid=$!
+for _ in $(seq 50); do
+	out=$("$UPAGER" stat $pid 2>/dev/null) && case $out in *swap_outs*[1-9]*) break ;; esac
+	sleep 0.2
+done
+echo "$out"
+case $out in *"pid $pid"*) ;; *) fail "upager stat shows nothing for $pid" ;; esac
+for k in faults resident_bytes swap_outs swap_ins cooling_hit_pct readahead_hit_pct; do
+	case $out in *"$k"*) ;; *) fail "no $k in upager stat" ;; esac
+done
+wait $pid || fail "the program failed"
+[ ! -e "$UPAGER_STATS_DIR/$pid.stats" ] || fail "statistics file left after exit"
+rc=0
+"$UPAGER" stat $pid 2>/dev/null || rc=$?
+[ $rc -eq 1 ] || fail "upager stat of a finished program: status $rc"
+echo ok
