@@ -125,6 +125,12 @@ static void *handler_main(void *arg)
 		if (msgs[0].event != UFFD_EVENT_PAGEFAULT) {
 			fault_dispatch(h, &msgs[0]);
 			pthread_mutex_unlock(&ctx->read_lock);
+			/* Reading the event let resolving ioctls work again
+			 * (they fail with EAGAIN while one is pending): retry
+			 * now, before the reclaimer's next MADV_DONTNEED raises
+			 * another. */
+			if (h->ndeferred)
+				fault_retry_deferred(h);
 			continue;
 		}
 		pthread_mutex_unlock(&ctx->read_lock);

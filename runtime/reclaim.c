@@ -503,7 +503,9 @@ void *paging_reclaimer_main(void *arg)
 				    pg->cool_target ||
 			    pg->head - pg->tail >= pg->nframes || !moved)
 				progress += pg->head > pg->tail ? writeback_batch(pg) : 0;
-			if (!progress)
+			/* Swap refuses writes: one batch per round probes it;
+			 * more would only churn pages out and back in. */
+			if (!progress || atomic_load_explicit(&pg->swap_stuck, memory_order_relaxed))
 				break;
 		}
 		qsbr_offline(reader(pg));
