@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 # run under upager.
 PACKAGES=(build-essential cmake pkg-config liburing-dev libjemalloc-dev libcriterion-dev
 	memcached iproute2 binutils coreutils python3 sqlite3 redis-server redis-tools)
+# gnuplot: the benchmarks' throughput plots (tools/dev.sh bench only).
+BENCH_PACKAGES=(gnuplot-nox)
 JOBS=$(nproc)
 
 say() { printf '\033[1mdev.sh: %s\033[0m\n' "$*" >&2; }
@@ -23,7 +25,7 @@ die() { say "$*"; exit 1; }
 
 ensure_packages() {
 	local missing=() p
-	for p in "${PACKAGES[@]}"; do
+	for p in "${PACKAGES[@]}" "$@"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 			missing+=("$p")
 	done
@@ -64,7 +66,7 @@ test)
 	run_tests build
 	;;
 bench)
-	ensure_packages
+	ensure_packages "${BENCH_PACKAGES[@]}"
 	build build
 	status=0
 	for b in build/bench/bench_*; do
