@@ -1,6 +1,7 @@
 /* memcached.c - see memcached.h. */
 #define LOG_PREFIX "memcached: "
 #include "memcached.h"
+#include "uring_queue.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -121,10 +122,10 @@ struct mc_conn {
 
 struct mc_queue {
 	struct backend_queue base;
-	struct io_uring ring;
-	int efd;
-	unsigned depth, nops, nreqs;
-	unsigned outstanding;           /* I/Os queued and not yet reaped */
+	/* Its depth is the I/Os it takes; the ring has room for what they
+	 * become (a send, a receive and a timeout per server...). */
+	struct uring_queue u;
+	unsigned nops, nreqs;
 	unsigned unsubmitted;
 	unsigned sqes;                  /* SQEs in flight, all connections */
 	unsigned dels;                  /* delete ops in flight */
@@ -234,12 +235,12 @@ static void op_put(struct mc_queue *q, struct mc_op *op)
 static void finish(struct mc_queue *q, struct mc_op *op, int res)
 {
 	op->io->result = res;
-	q->ready[q->ready_tail++ % q->depth] = op->io;
+	q->ready[q->ready_tail++ % q->u.depth] = op->io;
 	op_put(q, op);
 	/* Finished outside a harvest (a server known down): nothing else
 	 * would make the queue's fd readable. */
 	if (!q->in_harvest)
-		eventfd_write(q->efd, 1);
+		eventfd_write(q->u.efd, 1);
 }
 
 /* One request of op ended with res: 0 done (a read's value is in the
@@ -344,11 +345,11 @@ static void conn_fail(struct mc_queue *q, unsigned si, int err)
 
 static struct io_uring_sqe *get_sqe(struct mc_queue *q)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->u.ring);
 
 	if (!sqe) {
-		io_uring_submit(&q->ring);
-		sqe = io_uring_get_sqe(&q->ring);
+		io_uring_submit(&q->u.ring);
+		sqe = io_uring_get_sqe(&q->u.ring);
 	}
 	return sqe;
 }
@@ -673,8 +674,8 @@ static void flush(struct mc_queue *q)
 		if (!c->receiving && c->head != c->sent)
 			post_recv(q, si);
 	}
-	if (io_uring_sq_ready(&q->ring))
-		io_uring_submit(&q->ring);
+	if (io_uring_sq_ready(&q->u.ring))
+		io_uring_submit(&q->u.ring);
 }
 
 static void on_cqe(struct mc_queue *q, uint64_t ud, int res)
@@ -751,11 +752,11 @@ static void drain_cqes(struct mc_queue *q)
 {
 	struct io_uring_cqe *cqe;
 
-	while (io_uring_peek_cqe(&q->ring, &cqe) == 0) {
+	while (io_uring_peek_cqe(&q->u.ring, &cqe) == 0) {
 		uint64_t ud = cqe->user_data;
 		int res = cqe->res;
 
-		io_uring_cqe_seen(&q->ring, cqe);
+		io_uring_cqe_seen(&q->u.ring, cqe);
 		on_cqe(q, ud, res);
 	}
 }
@@ -772,8 +773,8 @@ static unsigned harvest(struct mc_queue *q, struct backend_io **done, unsigned m
 		flush(q);
 	q->in_harvest = false;
 	while (n < max && q->ready_head != q->ready_tail)
-		done[n++] = q->ready[q->ready_head++ % q->depth];
-	q->outstanding -= n;
+		done[n++] = q->ready[q->ready_head++ % q->u.depth];
+	q->u.outstanding -= n;
 	return n;
 }
 
@@ -789,12 +790,12 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, int type)
 
 	if (io->slot >= SWAP_MAX_FILE_PAGES)
 		return -EINVAL;
-	if (q->outstanding == q->depth)
+	if (q->u.outstanding == q->u.depth)
 		return -EAGAIN;
 	op = q->free_ops[--q->nfree_ops];
 	*op = (struct mc_op){ .io = io, .slot = io->slot, .type = (uint8_t)type };
 	op->nsrv = (uint8_t)servers_for(m, io->slot, op->srv);
-	q->outstanding++;
+	q->u.outstanding++;
 	q->unsubmitted++;
 	if (type == OP_SET) {
 		uint16_t to[2];
@@ -835,40 +836,30 @@ static int mc_submit(struct backend_queue *bq)
 	return (int)n;
 }
 
+static unsigned mc_harvest(struct uring_queue *u, struct backend_io **done, unsigned max)
+{
+	return harvest(container_of(u, struct mc_queue, u), done, max);
+}
+
+/* Every I/O not finished waits on an SQE in flight (a send, a receive with
+ * its timeout, a connect with its timeout): with none, nothing will come. */
+static int mc_before_wait(struct uring_queue *u)
+{
+	return container_of(u, struct mc_queue, u)->sqes ? 0 : -EIO;
+}
+
 static int mc_reap(struct backend_queue *bq, struct backend_io **done, unsigned max,
 		   unsigned min)
 {
 	struct mc_queue *q = to_queue(bq);
-	unsigned got;
 
-	if (min > max)
-		min = max;
-	if (min > q->outstanding)
-		min = q->outstanding;
 	q->unsubmitted = 0;
-	got = harvest(q, done, max);
-	while (got < min) {
-		int ret;
-
-		/* Every I/O not finished waits on an SQE in flight (a send, a
-		 * receive with its timeout, a connect with its timeout). */
-		if (!q->sqes)
-			return got ? (int)got : -EIO;
-		ret = io_uring_submit_and_wait(&q->ring, 1);
-		if (ret < 0 && ret != -EINTR)
-			return got ? (int)got : ret;
-		got += harvest(q, done + got, max - got);
-	}
-	if (got < max) {
-		backend_eventfd_clear(q->efd);
-		got += harvest(q, done + got, max - got);
-	}
-	return (int)got;
+	return uring_queue_reap(&q->u, done, max, min, mc_harvest, mc_before_wait);
 }
 
 static int mc_queue_fd(struct backend_queue *bq)
 {
-	return to_queue(bq)->efd;
+	return to_queue(bq)->u.efd;
 }
 
 static void queue_free(struct mc_queue *q, unsigned nservers)
@@ -882,8 +873,8 @@ static void queue_free(struct mc_queue *q, unsigned nservers)
 			free(q->conns[i].rbuf);
 		}
 	}
-	if (q->efd >= 0)
-		close(q->efd);
+	if (q->u.efd >= 0)
+		close(q->u.efd);
 	free(q->conns);
 	free(q->ops);
 	free(q->free_ops);
@@ -918,13 +909,13 @@ static void mc_queue_close(struct backend_queue *bq)
 		struct __kernel_timespec ts = { 0, 100 * 1000000L };
 		struct io_uring_cqe *cqe;
 
-		io_uring_submit_and_wait_timeout(&q->ring, &cqe, 1, &ts, NULL);
+		io_uring_submit_and_wait_timeout(&q->u.ring, &cqe, 1, &ts, NULL);
 		q->in_harvest = true;
 		drain_cqes(q);
 	}
 	if (q->sqes)
 		pr_warn("queue closed with %u requests still in the kernel", q->sqes);
-	io_uring_queue_exit(&q->ring);
+	io_uring_queue_exit(&q->u.ring);
 	queue_free(q, m->nservers);
 }
 
@@ -942,17 +933,17 @@ static int mc_queue_open(struct backend *b, unsigned depth, struct backend_queue
 	if (!q)
 		return -ENOMEM;
 	q->base.backend = b;
-	q->depth = depth;
+	q->u.depth = depth;
 	q->nops = depth + DEL_BATCH + m->nservers;   /* + a probe per server */
 	q->nreqs = 3 * q->nops;    /* a delete goes to up to three servers */
-	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	q->u.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	q->conns = calloc(m->nservers, sizeof(*q->conns));
 	q->ops = calloc(q->nops, sizeof(*q->ops));
 	q->free_ops = calloc(q->nops, sizeof(*q->free_ops));
 	q->reqs = calloc(q->nreqs, sizeof(*q->reqs));
 	q->free_reqs = calloc(q->nreqs, sizeof(*q->free_reqs));
 	q->ready = calloc(depth, sizeof(*q->ready));
-	if (q->efd < 0 || !q->conns || !q->ops || !q->free_ops || !q->reqs || !q->free_reqs ||
+	if (q->u.efd < 0 || !q->conns || !q->ops || !q->free_ops || !q->reqs || !q->free_reqs ||
 	    !q->ready)
 		goto err;
 	for (unsigned i = 0; i < q->nops; i++)
@@ -976,14 +967,14 @@ static int mc_queue_open(struct backend *b, unsigned depth, struct backend_queue
 	 * server in flight, and a cancel. */
 	while (entries < 8 * m->nservers)
 		entries *= 2;
-	ret = io_uring_queue_init_params(entries, &q->ring, &p);
+	ret = io_uring_queue_init_params(entries, &q->u.ring, &p);
 	if (ret < 0) {
 		pr_perr(ret, "io_uring setup");
 		goto err;
 	}
-	ret = io_uring_register_eventfd(&q->ring, q->efd);
+	ret = io_uring_register_eventfd(&q->u.ring, q->u.efd);
 	if (ret < 0) {
-		io_uring_queue_exit(&q->ring);
+		io_uring_queue_exit(&q->u.ring);
 		goto err;
 	}
 	/* Connect now, wait later: requests queued meanwhile go out once
@@ -991,7 +982,7 @@ static int mc_queue_open(struct backend *b, unsigned depth, struct backend_queue
 	for (unsigned i = 0; i < m->nservers; i++)
 		if (conn_start(q, i) < 0)
 			q->conns[i].err = -ECONNREFUSED;
-	io_uring_submit(&q->ring);
+	io_uring_submit(&q->u.ring);
 	*out = &q->base;
 	return 0;
 err:
@@ -1054,7 +1045,7 @@ static void drain_deletes(struct mc *m)
 		struct io_uring_cqe *cqe;
 
 		flush(q);
-		io_uring_submit_and_wait_timeout(&q->ring, &cqe, 1, &ts, NULL);
+		io_uring_submit_and_wait_timeout(&q->u.ring, &cqe, 1, &ts, NULL);
 		harvest(q, NULL, 0);
 	}
 	mc_queue_close(bq);

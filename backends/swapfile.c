@@ -272,9 +272,10 @@ static unsigned uring_harvest(struct uring_queue *u, struct backend_io **done, u
 	return harvest(container_of(u, struct swap_queue, u), done, max);
 }
 
-static void uring_submitted(struct uring_queue *u)
+static int uring_submitted(struct uring_queue *u)
 {
 	submitted(container_of(u, struct swap_queue, u));
+	return 0;
 }
 
 static int sf_reap(struct backend_queue *bq, struct backend_io **done, unsigned max, unsigned min)

@@ -42,7 +42,7 @@ void uring_queue_exit(struct uring_queue *u)
 int uring_queue_reap(struct uring_queue *u, struct backend_io **done, unsigned max, unsigned min,
 		     unsigned (*harvest)(struct uring_queue *u, struct backend_io **done,
 					 unsigned max),
-		     void (*before_wait)(struct uring_queue *u))
+		     int (*before_wait)(struct uring_queue *u))
 {
 	unsigned got;
 
@@ -56,9 +56,9 @@ int uring_queue_reap(struct uring_queue *u, struct backend_io **done, unsigned m
 		/* Submits what is still queued, too. */
 		int ret;
 
-		if (before_wait)
-			before_wait(u);
-		ret = io_uring_submit_and_wait(&u->ring, 1);
+		ret = before_wait ? before_wait(u) : 0;
+		if (ret == 0)
+			ret = io_uring_submit_and_wait(&u->ring, 1);
 		if (ret < 0 && ret != -EINTR)
 			return got ? (int)got : ret;
 		got += harvest(u, done + got, max - got);

@@ -26,12 +26,13 @@ void uring_queue_exit(struct uring_queue *u);
  * The reap contract of backend.h over a backend's harvest (settle what has
  * completed, hand out up to max, lower outstanding by as many): waits for at
  * least min (capped at what is outstanding), calling before_wait (may be
- * NULL) before each wait, then rearms the eventfd. Returns the count or
- * -errno.
+ * NULL) before each wait, then rearms the eventfd. before_wait returns 0,
+ * or -errno when waiting could never end (nothing in flight): reap then
+ * returns what it has, or that error. Returns the count or -errno.
  */
 int uring_queue_reap(struct uring_queue *u, struct backend_io **done, unsigned max, unsigned min,
 		     unsigned (*harvest)(struct uring_queue *u, struct backend_io **done,
 					 unsigned max),
-		     void (*before_wait)(struct uring_queue *u));
+		     int (*before_wait)(struct uring_queue *u));
 
 #endif /* UPG_URING_QUEUE_H */
