@@ -48,3 +48,13 @@ compare() {
 	[ "$UPAGER_RSS" -le $(((mem + slack) * 1024)) ] ||
 		fail "$name: peak RSS $((UPAGER_RSS / 1024)) MiB above budget $mem MiB + $slack MiB"
 }
+
+# run_helper PROG: the helper program PROG under `upager run --mem 32M`; it
+# must print "ok", and pages must have gone out to swap.
+run_helper() {
+	local out
+	out=$("$UPAGER" run --mem 32M --swap "$WORK" --stats -- "$HELPERS/$1" 2>"$WORK/stats") ||
+		{ cat "$WORK/stats"; fail "$1 failed"; }
+	[ "$out" = ok ] || fail "$1 said: $out"
+	grep -q '^swap_outs [1-9]' "$WORK/stats" || { cat "$WORK/stats"; fail "nothing was paged out"; }
+}
