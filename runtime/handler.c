@@ -15,6 +15,7 @@
 #include "fault.h"
 #include "log.h"
 #include "paging.h"
+#include "thread.h"
 
 /* One message per read(2): a second fault queued behind the first is better
  * served by the handler that wakes for it on its own CPU than after this one
@@ -161,7 +162,6 @@ int handlers_start(struct upg_ctx *ctx)
 
 	for (started = 0; started < ctx->nhandlers; started++) {
 		struct handler *h = &ctx->handlers[started];
-		pthread_attr_t attr;
 
 		h->ctx = ctx;
 		h->id = started;
@@ -181,16 +181,7 @@ int handlers_start(struct upg_ctx *ctx)
 		h->cpu = ctx->cfg.pin_handlers
 			 ? nth_allowed_cpu(&allowed, started % (unsigned)CPU_COUNT(&allowed))
 			 : -1;
-		pthread_attr_init(&attr);
-		if (h->cpu >= 0) {
-			cpu_set_t one;
-
-			CPU_ZERO(&one);
-			CPU_SET(h->cpu, &one);
-			pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
-		}
-		ret = -pthread_create(&h->thread, &attr, handler_main, h);
-		pthread_attr_destroy(&attr);
+		ret = rt_thread_start(&h->thread, h->cpu, handler_main, h);
 		if (ret < 0) {
 			close(h->epfd);
 			paging_handler_fini(h);

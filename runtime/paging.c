@@ -15,6 +15,7 @@
 #include "region.h"
 #include "datafile.h"
 #include "swapfile.h"
+#include "thread.h"
 #include "uffd.h"
 
 /* Candidates a handler can hand the reclaimer between two of its passes. */
@@ -148,7 +149,7 @@ int paging_start(struct upg_ctx *ctx)
 		return 0;
 	/* The prefetcher first: the reclaimer drains its ring. */
 	ret = prefetch_start(ctx);
-	return ret < 0 ? ret : -pthread_create(&pg->thread, NULL, paging_reclaimer_main, pg);
+	return ret < 0 ? ret : rt_thread_start(&pg->thread, -1, paging_reclaimer_main, pg);
 }
 
 void paging_stop(struct upg_ctx *ctx)
@@ -213,7 +214,7 @@ int paging_handler_init(struct handler *h)
 	ret = resq_init(&ph->resq, HANDLER_RESQ);
 	if (ret < 0)
 		return ret;
-	ph->bufs = aligned_alloc(4096, PAGING_HANDLER_BUFS * pg->page_size);
+	ph->bufs = rt_buf_alloc(PAGING_HANDLER_BUFS * pg->page_size);
 	ph->ios = calloc(PAGING_HANDLER_BUFS, sizeof(*ph->ios));
 	if (!ph->bufs || !ph->ios)
 		return -ENOMEM;
@@ -234,7 +235,8 @@ void paging_handler_fini(struct handler *h)
 	if (ph->wake_fd > 0)
 		close(ph->wake_fd);
 	resq_fini(&ph->resq);
-	free(ph->bufs);
+	if (ph->bufs)
+		rt_buf_free(ph->bufs, PAGING_HANDLER_BUFS * h->ctx->paging->page_size);
 	free(ph->ios);
 	memset(ph, 0, sizeof(*ph));
 }

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "paging.h"
 #include "region.h"
+#include "thread.h"
 
 /* Polls of 1 ms a page waits for budget, with reclaim making no progress,
  * before it is skipped (a budget all pinned would hold it forever). */
@@ -209,7 +210,7 @@ int prefetch_start(struct upg_ctx *ctx)
 		return ret;
 	pf->h.paging.owner = pf->owner;
 	pf->h.paging.io_done = io_done;
-	ret = -pthread_create(&pf->thread, NULL, prefetch_main, pf);
+	ret = rt_thread_start(&pf->thread, -1, prefetch_main, pf);
 	pf->started = ret == 0;
 	return ret;
 }

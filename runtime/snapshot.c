@@ -15,6 +15,7 @@
 #include "ctx.h"
 #include "log.h"
 #include "paging.h"
+#include "thread.h"
 #include "uffd.h"
 
 /* Copies aside are given back this many pages at a time. */
@@ -224,6 +225,8 @@ int upg_snapshot(upg_region *r, const struct upg_snapshot_target *t, upg_snap **
 	s->buf = aligned_alloc(4096, s->ps);
 	if (s->copies == MAP_FAILED)
 		s->copies = NULL;
+	else    /* trimmed page by page as the copy goes out */
+		madvise(s->copies, r->size, MADV_NOHUGEPAGE);
 	ret = !s->pending || !s->copies || !s->buf ? -ENOMEM : 0;
 	/* The region's one snapshot, before the target is touched (a file
 	 * is truncated). Nothing is pending yet: the hooks pass. */
@@ -260,7 +263,7 @@ int upg_snapshot(upg_region *r, const struct upg_snapshot_target *t, upg_snap **
 	       (ret = uffd_writeprotect(ctx->uffd, region_base(r), r->size, 1)) == -EAGAIN)
 		sched_yield();
 	if (!ret)
-		ret = -pthread_create(&s->thread, NULL, snapshot_main, s);
+		ret = rt_thread_start(&s->thread, -1, snapshot_main, s);
 	if (!ret && !(ctx->features & UPG_FEAT_WP)) {
 		pthread_join(s->thread, NULL);
 		s->joined = true;

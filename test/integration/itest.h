@@ -433,6 +433,34 @@ static inline long proc_rss_kb(void)
 	return proc_status_kb("VmRSS");
 }
 
+/* Start fn(arg) with a 256 KiB stack: a default 8 MiB stack gets a 2 MiB
+ * huge page at its first touch where transparent huge pages are "always"
+ * (Debian's arm64 kernels), which a test bounding its resident memory
+ * would count. Returns pthread_create's result. */
+static inline int itest_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	int ret = pthread_attr_init(&attr);
+
+	if (ret)
+		return ret;
+	ret = pthread_attr_setstacksize(&attr, 256 * 1024);
+	if (!ret)
+		ret = pthread_create(t, &attr, fn, arg);
+	pthread_attr_destroy(&attr);
+	return ret;
+}
+
+/* The part of VmRSS the process holds itself: anonymous and shared memory,
+ * without the mapped pages of its executable and libraries (RssFile), which
+ * the kernel reclaims on its own and which a slow first run faults in. */
+static inline long proc_anon_kb(void)
+{
+	long anon = proc_status_kb("RssAnon"), shmem = proc_status_kb("RssShmem");
+
+	return anon < 0 || shmem < 0 ? -1 : anon + shmem;
+}
+
 /* Open descriptors (not counting the one used to list them). */
 static inline long proc_fd_count(void)
 {
