@@ -167,6 +167,22 @@ static const char *log_captured(void)
 	return text;
 }
 
+/* Wait up to ms for the captured log to say what: a runtime thread counts
+ * an error before it logs it. */
+static void log_wait(const char *what, int ms)
+{
+	static char text[1 << 16];
+
+	for (int waited = 0; waited < ms; waited += 10) {
+		ssize_t n = pread(log_fd, text, sizeof(text) - 1, 0);
+
+		text[n > 0 ? n : 0] = 0;
+		if (strstr(text, what))
+			return;
+		usleep(10000);
+	}
+}
+
 static unsigned count_of(const char *text, const char *what)
 {
 	unsigned n = 0;
@@ -273,8 +289,9 @@ Test(swap_errors, disk_full_keeps_pages, .timeout = 120, .fini = unmount_fs)
 	fill_pages(base, ps, 0, bpages, 2);
 	cr_assert_eq(check_pages(base, ps, 0, bpages, 2), -1, "a page read back wrong, disk full");
 	st = stats_of(ctx);
-	log = log_captured();
 	cr_assert_gt(st.write_errors, 0, "no write-back failed on a full disk");
+	log_wait("No space left on device", 5000);
+	log = log_captured();
 	cr_assert_gt(st.resident_bytes + st.cooling_bytes, LIMIT,
 		     "pages that could not be written must stay in memory");
 	cr_assert(strstr(log, "the swap files are full"), "the log does not say swap is full");
