@@ -520,6 +520,9 @@ struct upg_stats {
 	uint64_t flushes;           /* upg_flush calls that returned 0 */
 	uint64_t prefetch_pages;    /* pages upg_prefetch read */
 	uint64_t prefetch_skipped;  /* ... and skipped: the budget stayed full */
+	/* New pages of anonymous regions mapped, zeroed, ahead of a
+	 * sequential first touch (each spares a fault). */
+	uint64_t zero_ahead;
 };
 
 /* How pages leave the application, chosen by the feature probe (mask

@@ -34,6 +34,7 @@ size_t stats_format(const struct upg_stats *st, char *buf, size_t size)
 		"faults_major %llu\n"
 		"faults_cooling %llu\n"
 		"zero_filled %llu\n"
+		"zero_ahead %llu\n"
 		"evicted %llu\n"
 		"swap_outs %llu\n"
 		"swap_ins %llu\n"
@@ -48,6 +49,7 @@ size_t stats_format(const struct upg_stats *st, char *buf, size_t size)
 		(unsigned long long)st->cooling_bytes, (unsigned long long)st->regions,
 		(unsigned long long)st->faults, (unsigned long long)st->faults_major,
 		(unsigned long long)st->faults_cooling, (unsigned long long)st->zero_filled,
+		(unsigned long long)st->zero_ahead,
 		(unsigned long long)st->evicted, (unsigned long long)st->swap_outs,
 		(unsigned long long)st->swap_ins, (unsigned long long)st->dropped_clean,
 		(unsigned long long)st->readahead_pages,

@@ -206,6 +206,9 @@ claimed:
 	 * already happened. A successful ioctl woke everyone itself. */
 	if (ret != 0 && res != FAULT_DEFER)
 		uffd_wake(ctx->uffd, page, psize);
+	/* The faulting thread runs on meanwhile. */
+	if (res == FAULT_DONE && was == PG_NONE && ctx->paging && !r->file)
+		paging_zero_ahead(h, r, idx);
 	return res;
 }
 

@@ -95,6 +95,13 @@ int paging_create(struct upg_ctx *ctx)
 		goto err;
 	}
 
+	/* Read, never written: every page of it is the kernel's zero page. */
+	pg->zeros = mmap(NULL, PAGING_ZA_BYTES, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (pg->zeros == MAP_FAILED) {
+		pg->zeros = NULL;
+		ret = -ENOMEM;
+		goto err;
+	}
 	/* The cooling pool. On the MOVE path it is registered (UFFDIO_MOVE
 	 * needs both ends registered) and touched only by the kernel on our
 	 * behalf; the other paths copy into it. */
@@ -182,6 +189,8 @@ void paging_destroy(struct upg_ctx *ctx)
 			uffd_unregister(ctx->uffd, pg->frames, pg->nframes * pg->page_size);
 		munmap(pg->frames, pg->nframes * pg->page_size);
 	}
+	if (pg->zeros)
+		munmap((void *)pg->zeros, PAGING_ZA_BYTES);
 	if (pg->evict_ready)
 		evict_fini(pg);
 	backend_close(pg->backend);

@@ -52,6 +52,8 @@ struct prefetcher;
 #define PAGING_HANDLER_BUFS 640u
 /* Sequential streams each handler follows at once (several threads scanning). */
 #define PAGING_RA_STREAMS 4u
+/* The most zero-ahead maps at once: 64 pages of 4 KiB. */
+#define PAGING_ZA_BYTES (256u << 10)
 
 struct frame {
 	_Atomic uint64_t ref;     /* page_ref() + 1 of the page held; 0 = empty */
@@ -98,6 +100,7 @@ struct paging {
 	atomic_bool map_dirty;
 
 	/* Cooling pool; head and tail belong to the reclaimer. */
+	const uint8_t *zeros;     /* PAGING_ZA_BYTES never written: the zero-ahead source */
 	uint8_t *frames;
 	uint64_t nframes;
 	struct frame *fe;
@@ -168,6 +171,13 @@ struct paging_handler {
 		uint64_t used;             /* when it last continued, for replacement */
 	} ra[PAGING_RA_STREAMS];
 	uint64_t ra_clock;
+	/* Zero-ahead: the sequential first touches it follows (swapin.c). */
+	struct za_stream {
+		uint32_t region;
+		uint64_t next;             /* the fault that continues it */
+		uint64_t win;              /* pages mapped ahead last time */
+	} za[PAGING_RA_STREAMS];
+	unsigned za_next;                  /* the entry a new stream replaces */
 };
 
 int paging_create(struct upg_ctx *ctx);
@@ -206,6 +216,9 @@ void paging_reap(struct handler *h);
 /* A fault on page idx of r while it was busy: if it continues the
  * handler's sequential stream, read further ahead. */
 void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx);
+/* Page idx of anonymous region r was just zero-filled for a fault: if that
+ * continues a sequential first touch, map the next new pages too. */
+void paging_zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx);
 /* Claim page idx of r and queue its read for the prefetcher h (swapin.c),
  * for ph->cur_owner. 2: queued; 1: nothing to read (in memory, busy); 0: no
  * buffer or no budget now, retry later (nothing was claimed). */

@@ -223,6 +223,74 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 	st->next = j > idx + 1 ? j : idx + 1;
 }
 
+/*
+ * Zero-ahead. A program filling new memory in order (building an array, a
+ * heap growing) takes a zero-fill fault per page, each a round trip through
+ * a handler; the kernel maps its own anonymous pages without any. So a
+ * zero fill that continues a stream of them (the fault is on the page after
+ * the last one filled or mapped ahead) maps the next new pages as well,
+ * zeroed and writable, in one copy: a window doubling from 2 pages up to
+ * PAGING_ZA_BYTES. They count in the budget like any resident page and,
+ * having no copy anywhere, are dirty; the window stops at the first page
+ * that is not new or when the budget is full.
+ */
+void paging_zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx)
+{
+	struct paging *pg = h->ctx->paging;
+	struct paging_handler *ph = &h->paging;
+	size_t psize = region_page_size(r);
+	uint64_t max = PAGING_ZA_BYTES / psize, n = 0, end;
+	struct za_stream *st = NULL;
+	size_t copied;
+
+	if (atomic_load_explicit(&r->advice, memory_order_relaxed) == UPG_ADVICE_RANDOM ||
+	    max < 2)
+		return;
+	for (unsigned i = 0; i < PAGING_RA_STREAMS; i++)
+		if (ph->za[i].region == r->id && ph->za[i].next == idx && ph->za[i].win)
+			st = &ph->za[i];
+	if (!st) {
+		/* Perhaps the first of a stream: the next fault tells. */
+		ph->za[ph->za_next++ % PAGING_RA_STREAMS] =
+			(struct za_stream){ .region = r->id, .next = idx + 1, .win = 1 };
+		return;
+	}
+	st->win = 2 * st->win < max ? 2 * st->win : max;
+	end = idx + 1 + st->win < r->npages ? idx + 1 + st->win : r->npages;
+	/* Claim a run of new pages, each with its page of the budget. */
+	for (uint64_t j = idx + 1; j < end; j++, n++) {
+		uint64_t w = pg_load(&r->state[j]);
+
+		if (pg_state(w) != PG_NONE || !paging_reserve(pg))
+			break;
+		if (!pg_cas(&r->state[j], &w, pg_with_state(w, PG_BUSY))) {
+			paging_unreserve(pg, 1);
+			break;
+		}
+		snapshot_keep(r, j, NULL);
+	}
+	st->next = idx + 1 + n;
+	if (!n)
+		return;
+	uffd_copy_part(h->ctx->uffd, page_addr(r, idx + 1), pg->zeros, n * psize, 0, &copied);
+	copied /= psize;
+	for (uint64_t k = 0; k < n; k++) {
+		if (k >= copied) {
+			/* Not mapped (the layout is changing, or the range
+			 * went away): new again; its own fault fills it. */
+			page_release(r, idx + 1 + k, pg_make(0, PG_NONE, 0, 0));
+			continue;
+		}
+		page_release(r, idx + 1 + k, pg_make(0, PG_RESIDENT, 0, PG_DIRTY));
+		paging_resident(h, r, idx + 1 + k);
+	}
+	if (copied < n) {
+		paging_unreserve(pg, n - copied);
+		st->win = 0;
+	}
+	stat_add(&h->stats.zero_ahead, copied);
+}
+
 void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx)
 {
 	unsigned before = h->paging.nfree;

@@ -235,9 +235,19 @@ int uffd_zeropage(int fd, uintptr_t addr, size_t len)
 
 int uffd_copy(int fd, uintptr_t dst, const void *src, size_t len, uint64_t mode)
 {
-	struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)src, .len = len, .mode = mode };
+	size_t copied;
 
-	return ioctl(fd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
+	return uffd_copy_part(fd, dst, src, len, mode, &copied);
+}
+
+int uffd_copy_part(int fd, uintptr_t dst, const void *src, size_t len, uint64_t mode,
+		   size_t *copied)
+{
+	struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)src, .len = len, .mode = mode };
+	int ret = ioctl(fd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
+
+	*copied = ret == 0 ? len : c.copy > 0 ? (size_t)c.copy : 0;
+	return ret;
 }
 
 int uffd_wake(int fd, uintptr_t addr, size_t len)

@@ -32,6 +32,10 @@ int uffd_unregister(int fd, void *addr, size_t len);
 /* Resolving ioctls. They wake the faulting threads unless told not to. */
 int uffd_zeropage(int fd, uintptr_t addr, size_t len);
 int uffd_copy(int fd, uintptr_t dst, const void *src, size_t len, uint64_t mode);
+/* Like uffd_copy, and *copied tells how many bytes from dst on were mapped
+ * (a copy that stops part way fails with -EAGAIN). */
+int uffd_copy_part(int fd, uintptr_t dst, const void *src, size_t len, uint64_t mode,
+		   size_t *copied);
 int uffd_wake(int fd, uintptr_t addr, size_t len);
 int uffd_writeprotect(int fd, uintptr_t addr, size_t len, int protect);
 /* Move the pages at src to dst (both registered with fd; dst unmapped). */

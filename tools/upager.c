@@ -254,6 +254,8 @@ static int cmd_demo(int argc, char **argv)
 	printf("  resolved      %8llu zero-filled, %llu zero-page, %llu from swap, %llu from "
 	       "cooling\n", (unsigned long long)st.zero_filled, (unsigned long long)st.zero_mapped,
 	       (unsigned long long)st.faults_major, (unsigned long long)st.faults_cooling);
+	printf("  zero-ahead    %8llu new pages mapped without a fault\n",
+	       (unsigned long long)st.zero_ahead);
 	printf("  swap I/O      %8llu pages out, %llu in, %llu dropped clean\n",
 	       (unsigned long long)st.swap_outs, (unsigned long long)st.swap_ins,
 	       (unsigned long long)st.dropped_clean);

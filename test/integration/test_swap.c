@@ -409,3 +409,68 @@ Test(swap, fork_mprotect, .timeout = 120, .fini = swapdir_remove)
 {
 	fork_case(UPG_EVICT_MPROTECT);
 }
+
+/* ------------------------------------------------------------------------
+ * Zero-ahead: filling new memory in order maps pages ahead of the faults,
+ * so that most pages take none; a region advised random, or filled
+ * backwards, gets none mapped ahead. Contents verified, under the limit.
+ */
+static void zero_ahead_case(uint32_t path)
+{
+	upg_ctx *ctx = swap_ctx(path, UPG_POLICY_COOLING, 0);
+	size_t ps = itest_page();
+	uint64_t n = 4 * LIMIT / ps;
+	upg_region *fwd = region_new(ctx, n * ps, 0), *rnd = region_new(ctx, n * ps, 0);
+	upg_region *back = region_new(ctx, n * ps, 0);
+	uint8_t *b_fwd = upg_region_addr(fwd), *b_rnd = upg_region_addr(rnd);
+	uint8_t *b_back = upg_region_addr(back);
+	struct upg_stats st0, st1;
+
+	st0 = stats_of(ctx);
+	fill_pages(b_fwd, ps, 0, n, 1);
+	st1 = stats_of(ctx);
+	cr_log_info("forward: %llu faults, %llu pages mapped ahead",
+		    (unsigned long long)(st1.faults - st0.faults),
+		    (unsigned long long)(st1.zero_ahead - st0.zero_ahead));
+	cr_assert_geq(st1.zero_ahead - st0.zero_ahead, n / 2,
+		      "only %llu of %llu pages filled in order were mapped ahead",
+		      (unsigned long long)(st1.zero_ahead - st0.zero_ahead), (unsigned long long)n);
+	cr_assert_leq(st1.faults - st0.faults, n / 4, "%llu faults for %llu pages filled in order",
+		      (unsigned long long)(st1.faults - st0.faults), (unsigned long long)n);
+
+	cr_assert_eq(upg_advise(rnd, 0, n * ps, UPG_ADVICE_RANDOM), 0);
+	st0 = stats_of(ctx);
+	fill_pages(b_rnd, ps, 0, n, 2);
+	for (uint64_t i = n; i-- > 0;)
+		pattern_fill(b_back + i * ps, ps, 3, i);
+	st1 = stats_of(ctx);
+	cr_assert_eq(st1.zero_ahead, st0.zero_ahead,
+		     "%llu pages mapped ahead for a region advised random or filled backwards",
+		     (unsigned long long)(st1.zero_ahead - st0.zero_ahead));
+	cr_assert_geq(st1.faults - st0.faults, 2 * n, "a fault per page expected");
+
+	cr_assert_eq(check_pages(b_fwd, ps, 0, n, 1), -1, "a page filled in order read back wrong");
+	cr_assert_eq(check_pages(b_rnd, ps, 0, n, 2), -1, "a page of the random region read back wrong");
+	cr_assert_eq(check_pages(b_back, ps, 0, n, 3), -1, "a page filled backwards read back wrong");
+	st1 = stats_settle(ctx, 200, 10000);
+	cr_assert_leq(st1.resident_bytes + st1.cooling_bytes, LIMIT, "above the limit at rest");
+	upg_region_destroy(fwd);
+	upg_region_destroy(rnd);
+	upg_region_destroy(back);
+	upg_ctx_destroy(ctx);
+}
+
+Test(swap, zero_ahead_move, .timeout = 120, .fini = swapdir_remove)
+{
+	zero_ahead_case(UPG_EVICT_MOVE);
+}
+
+Test(swap, zero_ahead_wp, .timeout = 120, .fini = swapdir_remove)
+{
+	zero_ahead_case(UPG_EVICT_WP);
+}
+
+Test(swap, zero_ahead_mprotect, .timeout = 120, .fini = swapdir_remove)
+{
+	zero_ahead_case(UPG_EVICT_MPROTECT);
+}
