@@ -107,8 +107,11 @@ struct upg_config {
 	uint32_t size;              /* sizeof(struct upg_config) */
 	/* Handler threads; 0 = one per CPU this process may run on. */
 	uint32_t handler_threads;
-	/* Pin handler i to the i-th allowed CPU (default 1). A fault is then
-	 * usually served by the handler on the faulting CPU. */
+	/* 1 (default): the first handler floats, where the scheduler puts it
+	 * (by the faulting thread, or by the disk's interrupts), and takes
+	 * every fault that comes while it is free; handler i >= 1 is pinned to
+	 * the (i-1)-th allowed CPU and takes what comes while the others are
+	 * busy. 0: none pinned. */
 	uint32_t pin_handlers;
 	uint32_t reserved0;
 	/* Features to ignore even when the kernel has them (enum upg_feature

@@ -314,8 +314,11 @@ static void handlers(uint32_t nthreads, uint32_t pin)
 	while (count_handlers(&pinned) != want && itest_now_ns() < deadline)
 		usleep(1000);
 	cr_assert_eq(count_handlers(&pinned), want, "handler threads running");
+	/* pin_handlers=1: all but the first, which floats (on one CPU, it
+	 * cannot but look pinned). */
 	if (pin)
-		cr_assert_eq(pinned, want, "pin_handlers=1: %u of %u handlers pinned", pinned, want);
+		cr_assert_eq(pinned, want - (allowed_cpus() > 1), "pin_handlers=1: %u of %u "
+			     "handlers pinned", pinned, want);
 	else if (allowed_cpus() > 1)
 		cr_assert_eq(pinned, 0, "pin_handlers=0, yet %u handlers pinned", pinned);
 	workload(ctx);
