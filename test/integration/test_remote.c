@@ -49,11 +49,16 @@ static void start_loopback(unsigned n, unsigned mb)
 }
 
 /* n servers, each in a network namespace of its own reached through a veth
- * pair: host side 10.213.i.1, the server at 10.213.i.2. */
+ * pair: host side 10.213.s.1, the server at 10.213.s.2, with s = base + i
+ * and base from the pid, so that two test processes running at once use
+ * subnets of their own. */
 static void start_netns(unsigned n, unsigned mb)
 {
 	char cmd[512], ns[32], ip[32];
 	int pid = getpid();
+	unsigned base = (unsigned)pid % 80 * 3;
+
+	cr_assert_leq(n, 3);
 
 	need_memcached();
 	for (unsigned i = 0; i < n; i++) {
@@ -63,15 +68,15 @@ static void start_netns(unsigned n, unsigned mb)
 			 "&& ip addr add 10.213.%u.1/24 dev uph%d%u && ip link set uph%d%u up "
 			 "&& ip -n %s addr add 10.213.%u.2/24 dev upn%d%u && ip -n %s link set upn%d%u up "
 			 "&& ip -n %s link set lo up",
-			 ns, pid % 10000, i, pid % 10000, i, ns, i, pid % 10000, i, pid % 10000, i,
-			 ns, i, pid % 10000, i, ns, pid % 10000, i, ns);
+			 ns, pid % 10000, i, pid % 10000, i, ns, base + i, pid % 10000, i, pid % 10000,
+			 i, ns, base + i, pid % 10000, i, ns, pid % 10000, i, ns);
 		if (system(cmd)) {
 			if (!i)
 				cr_skip_test("cannot make network namespaces with veth pairs (ip netns)");
 			cr_assert_fail("ip netns set-up failed for server %u", i);
 		}
 		netns_made = (int)i + 1;
-		snprintf(ip, sizeof(ip), "10.213.%u.2", i);
+		snprintf(ip, sizeof(ip), "10.213.%u.2", base + i);
 		cr_assert_eq(mcserver_start(&srv[i], ip, mb, ns), 0, "memcached in %s", ns);
 	}
 	mcserver_list(srv, n, list, sizeof(list));
