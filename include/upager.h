@@ -526,6 +526,14 @@ struct upg_stats {
 	/* New pages of anonymous regions mapped, zeroed, ahead of a
 	 * sequential first touch (each spares a fault). */
 	uint64_t zero_ahead;
+
+	/* Since 0.2: remote paging (contexts with remote_servers). */
+	uint32_t remote_servers;      /* servers configured */
+	uint32_t remote_servers_down; /* ... of which not answering now */
+	uint64_t remote_fallbacks;    /* reads served by the replica after a miss or failure */
+	uint64_t remote_refused;      /* writes a full server refused (the page stayed) */
+	uint64_t remote_conn_lost;    /* connections lost, timeouts included */
+	uint64_t remote_reconnects;   /* connections made again */
 };
 
 /* How pages leave the application, chosen by the feature probe (mask

@@ -58,6 +58,20 @@ size_t stats_format(const struct upg_stats *st, char *buf, size_t size)
 		(unsigned long long)upg_stats_latency_ns(st, 0.5),
 		(unsigned long long)upg_stats_latency_ns(st, 0.99),
 		(unsigned long long)(st->errors + st->read_errors + st->write_errors));
+	if (n >= 0 && (size_t)n < size && st->remote_servers) {
+		int m = snprintf(buf + n, size - (size_t)n,
+			"remote_servers %u\n"
+			"remote_servers_down %u\n"
+			"remote_fallbacks %llu\n"
+			"remote_conn_lost %llu\n"
+			"remote_reconnects %llu\n",
+			st->remote_servers, st->remote_servers_down,
+			(unsigned long long)st->remote_fallbacks,
+			(unsigned long long)st->remote_conn_lost,
+			(unsigned long long)st->remote_reconnects);
+
+		n = m < 0 ? n : n + m;
+	}
 
 	return n < 0 ? 0 : ((size_t)n >= size ? size - 1 : (size_t)n);
 }

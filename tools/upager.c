@@ -271,6 +271,13 @@ static int cmd_demo(int argc, char **argv)
 		       st.evict_path < 3 ? paths[st.evict_path] : "?", (unsigned long long)refaults,
 		       refaults ? 100.0 * (double)st.faults_cooling / (double)refaults : 0.0);
 	}
+	if (st.remote_servers)
+		printf("  servers       %8u, %u down; %llu connections lost, %llu made again, "
+		       "%llu reads from a replica, %llu writes refused\n", st.remote_servers,
+		       st.remote_servers_down, (unsigned long long)st.remote_conn_lost,
+		       (unsigned long long)st.remote_reconnects,
+		       (unsigned long long)st.remote_fallbacks,
+		       (unsigned long long)st.remote_refused);
 	printf("  service time  p50 < %llu ns, p99 < %llu ns\n",
 	       (unsigned long long)upg_stats_latency_ns(&st, 0.5),
 	       (unsigned long long)upg_stats_latency_ns(&st, 0.99));

@@ -207,6 +207,12 @@ Test(remote, replica_survives_a_killed_server)
 	cr_assert_eq(t.wrong, 0);
 	cr_assert_eq(t.sigbus, 0);
 	cr_assert_eq(st.poisoned, 0);
+	/* Reported: the loss, the server still down, the reads it sent to
+	 * the replica. */
+	cr_assert_eq(st.remote_servers, 3);
+	cr_assert_eq(st.remote_servers_down, 1, "%u servers down", st.remote_servers_down);
+	cr_assert_geq(st.remote_conn_lost, 1);
+	cr_assert_gt(st.remote_fallbacks, 0, "no read went to the replica");
 	run_end(&t);
 }
 
@@ -262,6 +268,7 @@ Test(remote, lost_server_poisons_only_its_pages)
 	 * (Regression: a duplicate fault message for a page just poisoned
 	 * used to send the thread a second, stray SIGBUS.) */
 	cr_assert_gt(st.poisoned, 0);
+	cr_assert_geq(st.remote_conn_lost, 1, "the lost server is not counted");
 	cr_assert_eq(t.sigbus, st.poisoned, "%llu poisoned, %llu SIGBUS",
 		      (unsigned long long)st.poisoned, (unsigned long long)t.sigbus);
 	cr_assert_geq(st.read_errors, st.poisoned);
