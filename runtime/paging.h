@@ -171,13 +171,6 @@ struct paging_handler {
 		uint64_t used;             /* when it last continued, for replacement */
 	} ra[PAGING_RA_STREAMS];
 	uint64_t ra_clock;
-	/* Zero-ahead: the sequential first touches it follows (swapin.c). */
-	struct za_stream {
-		uint32_t region;
-		uint64_t next;             /* the fault that continues it */
-		uint64_t win;              /* pages mapped ahead last time */
-	} za[PAGING_RA_STREAMS];
-	unsigned za_next;                  /* the entry a new stream replaces */
 };
 
 int paging_create(struct upg_ctx *ctx);

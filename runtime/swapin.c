@@ -226,37 +226,33 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 /*
  * Zero-ahead. A program filling new memory in order (building an array, a
  * heap growing) takes a zero-fill fault per page, each a round trip through
- * a handler; the kernel maps its own anonymous pages without any. So a
- * zero fill that continues a stream of them (the fault is on the page after
- * the last one filled or mapped ahead) maps the next new pages as well,
- * zeroed and writable, in one copy: a window doubling from 2 pages up to
- * PAGING_ZA_BYTES. They count in the budget like any resident page and,
- * having no copy anywhere, are dirty; the window stops at the first page
- * that is not new or when the budget is full.
+ * a handler; the kernel maps its own anonymous pages without any. So a zero
+ * fill right after a run of pages in use (not new: resident, cooling or
+ * swapped) maps as many new pages after it as that run is long, up to
+ * PAGING_ZA_BYTES, zeroed and writable, in one copy: filling in order, the
+ * window doubles at each fault. Read from the page words, not from a
+ * per-handler history: the faults of one stream go to whichever handler is
+ * free. A first touch at random rarely follows a run of ZA_MIN_RUN, and maps
+ * ahead only up to the next page in use. The pages count in the budget like
+ * any resident page and, having no copy anywhere, are dirty; the window
+ * also stops where the budget is full.
  */
+#define ZA_MIN_RUN 3u
+
 void paging_zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx)
 {
 	struct paging *pg = h->ctx->paging;
-	struct paging_handler *ph = &h->paging;
 	size_t psize = region_page_size(r);
-	uint64_t max = PAGING_ZA_BYTES / psize, n = 0, end;
-	struct za_stream *st = NULL;
+	uint64_t max = PAGING_ZA_BYTES / psize, run = 0, n = 0, end;
 	size_t copied;
 
-	if (atomic_load_explicit(&r->advice, memory_order_relaxed) == UPG_ADVICE_RANDOM ||
-	    max < 2)
+	if (atomic_load_explicit(&r->advice, memory_order_relaxed) == UPG_ADVICE_RANDOM)
 		return;
-	for (unsigned i = 0; i < PAGING_RA_STREAMS; i++)
-		if (ph->za[i].region == r->id && ph->za[i].next == idx && ph->za[i].win)
-			st = &ph->za[i];
-	if (!st) {
-		/* Perhaps the first of a stream: the next fault tells. */
-		ph->za[ph->za_next++ % PAGING_RA_STREAMS] =
-			(struct za_stream){ .region = r->id, .next = idx + 1, .win = 1 };
+	while (run < max && run < idx && pg_state(pg_load(&r->state[idx - 1 - run])) != PG_NONE)
+		run++;
+	if (run < ZA_MIN_RUN)
 		return;
-	}
-	st->win = 2 * st->win < max ? 2 * st->win : max;
-	end = idx + 1 + st->win < r->npages ? idx + 1 + st->win : r->npages;
+	end = idx + 1 + run < r->npages ? idx + 1 + run : r->npages;
 	/* Claim a run of new pages, each with its page of the budget. */
 	for (uint64_t j = idx + 1; j < end; j++, n++) {
 		uint64_t w = pg_load(&r->state[j]);
@@ -269,7 +265,6 @@ void paging_zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx)
 		}
 		snapshot_keep(r, j, NULL);
 	}
-	st->next = idx + 1 + n;
 	if (!n)
 		return;
 	uffd_copy_part(h->ctx->uffd, page_addr(r, idx + 1), pg->zeros, n * psize, 0, &copied);
@@ -284,10 +279,8 @@ void paging_zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx)
 		page_release(r, idx + 1 + k, pg_make(0, PG_RESIDENT, 0, PG_DIRTY));
 		paging_resident(h, r, idx + 1 + k);
 	}
-	if (copied < n) {
+	if (copied < n)
 		paging_unreserve(pg, n - copied);
-		st->win = 0;
-	}
 	stat_add(&h->stats.zero_ahead, copied);
 }
 

@@ -412,14 +412,16 @@ Test(swap, fork_mprotect, .timeout = 120, .fini = swapdir_remove)
 
 /* ------------------------------------------------------------------------
  * Zero-ahead: filling new memory in order maps pages ahead of the faults,
- * so that most pages take none; a region advised random, or filled
- * backwards, gets none mapped ahead. Contents verified, under the limit.
+ * so that most pages take none (counted where the budget has room: with it
+ * full, how far ahead is mapped depends on how fast reclaim frees); a
+ * region advised random, or filled backwards, gets none mapped ahead.
+ * Contents verified, 4x the limit, under the limit at rest.
  */
 static void zero_ahead_case(uint32_t path)
 {
 	upg_ctx *ctx = swap_ctx(path, UPG_POLICY_COOLING, 0);
 	size_t ps = itest_page();
-	uint64_t n = 4 * LIMIT / ps;
+	uint64_t n = 4 * LIMIT / ps, room = LIMIT / 2 / ps;
 	upg_region *fwd = region_new(ctx, n * ps, 0), *rnd = region_new(ctx, n * ps, 0);
 	upg_region *back = region_new(ctx, n * ps, 0);
 	uint8_t *b_fwd = upg_region_addr(fwd), *b_rnd = upg_region_addr(rnd);
@@ -427,19 +429,22 @@ static void zero_ahead_case(uint32_t path)
 	struct upg_stats st0, st1;
 
 	st0 = stats_of(ctx);
-	fill_pages(b_fwd, ps, 0, n, 1);
+	fill_pages(b_fwd, ps, 0, room, 1);
 	st1 = stats_of(ctx);
-	cr_log_info("forward: %llu faults, %llu pages mapped ahead",
+	cr_log_info("forward, half the limit: %llu faults, %llu pages mapped ahead",
 		    (unsigned long long)(st1.faults - st0.faults),
 		    (unsigned long long)(st1.zero_ahead - st0.zero_ahead));
-	cr_assert_geq(st1.zero_ahead - st0.zero_ahead, n / 2,
+	cr_assert_geq(st1.zero_ahead - st0.zero_ahead, room / 2,
 		      "only %llu of %llu pages filled in order were mapped ahead",
-		      (unsigned long long)(st1.zero_ahead - st0.zero_ahead), (unsigned long long)n);
-	cr_assert_leq(st1.faults - st0.faults, n / 4, "%llu faults for %llu pages filled in order",
-		      (unsigned long long)(st1.faults - st0.faults), (unsigned long long)n);
+		      (unsigned long long)(st1.zero_ahead - st0.zero_ahead),
+		      (unsigned long long)room);
+	cr_assert_leq(st1.faults - st0.faults, room / 8, "%llu faults for %llu pages filled in order",
+		      (unsigned long long)(st1.faults - st0.faults), (unsigned long long)room);
+	fill_pages(b_fwd, ps, room, n - room, 1);
 
 	cr_assert_eq(upg_advise(rnd, 0, n * ps, UPG_ADVICE_RANDOM), 0);
-	st0 = stats_of(ctx);
+	/* The last fault's pages ahead are mapped after it returned. */
+	st0 = stats_settle(ctx, 100, 5000);
 	fill_pages(b_rnd, ps, 0, n, 2);
 	for (uint64_t i = n; i-- > 0;)
 		pattern_fill(b_back + i * ps, ps, 3, i);
