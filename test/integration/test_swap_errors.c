@@ -260,7 +260,7 @@ Test(swap_errors, disk_full_keeps_pages, .timeout = 120, .fini = unmount_fs)
 {
 	struct upg_swap_file sf = { .size = 2 * LIMIT };
 	size_t ps = itest_page();
-	uint64_t pages = 3 * LIMIT / ps, bpages = 2 * LIMIT / ps;
+	uint64_t pages = 4 * LIMIT / ps, bpages = 2 * LIMIT / ps;
 	struct upg_stats st;
 	upg_ctx *ctx = NULL;
 	upg_region *a, *b;
@@ -275,9 +275,12 @@ Test(swap_errors, disk_full_keeps_pages, .timeout = 120, .fini = unmount_fs)
 	ret = create(LIMIT, &sf, 1, UPG_POLICY_FIFO, 0, &ctx);
 	cr_assert_eq(ret, 0, "upg_ctx_create: %s", upg_strerror(ret));
 
-	/* Every slot written once (the swap file fills up: pages stay), then
-	 * freed: its space goes back to tmpfs, and another file takes it. */
-	a = region_new(ctx, 3 * LIMIT, 0);
+	/* Every slot written once, then freed: its space goes back to tmpfs,
+	 * and another file takes it. Half again the swap file's size beyond the
+	 * limit, so that it fills up (pages stay) whatever reclaim's pace: with
+	 * exactly its size beyond, whether reclaim asked for one slot more
+	 * depended on timing. */
+	a = region_new(ctx, 4 * LIMIT, 0);
 	fill_pages(upg_region_addr(a), ps, 0, pages, 1);
 	stats_wait(ctx, st, st.swap_outs >= sf.size / ps, 10000);
 	cr_assert_geq(st.swap_outs, sf.size / ps, "the swap file was not filled");
@@ -291,6 +294,7 @@ Test(swap_errors, disk_full_keeps_pages, .timeout = 120, .fini = unmount_fs)
 	st = stats_of(ctx);
 	cr_assert_gt(st.write_errors, 0, "no write-back failed on a full disk");
 	log_wait("No space left on device", 5000);
+	log_wait("swap refuses every write", 5000);
 	log = log_captured();
 	cr_assert_gt(st.resident_bytes + st.cooling_bytes, LIMIT,
 		     "pages that could not be written must stay in memory");
