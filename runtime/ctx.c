@@ -12,7 +12,6 @@
 
 #include "handler.h"
 #include "log.h"
-#include "memcached.h"
 #include "region.h"
 #include "uffd.h"
 
@@ -226,19 +225,6 @@ void upg_ctx_destroy(upg_ctx *ctx)
 	free(ctx);
 }
 
-static void remote_stats(struct backend *b, struct upg_stats *all)
-{
-	struct memcached_stats ms;
-
-	memcached_get_stats(b, &ms);
-	all->remote_servers = ms.servers;
-	all->remote_servers_down = ms.servers_down;
-	all->remote_fallbacks = ms.fallbacks;
-	all->remote_refused = ms.full;
-	all->remote_conn_lost = ms.conn_lost;
-	all->remote_reconnects = ms.reconnects;
-}
-
 int upg_stats_get(upg_ctx *ctx, struct upg_stats *st)
 {
 	struct upg_stats all;
@@ -270,8 +256,7 @@ int upg_stats_get(upg_ctx *ctx, struct upg_stats *st)
 		all.file_writes += atomic_load_explicit(&pg->api_file_writes, memory_order_relaxed);
 		all.flushes = atomic_load_explicit(&pg->flushes, memory_order_relaxed);
 		prefetch_stats(pg, &all);
-		if (ctx->cfg.remote_servers)
-			remote_stats(pg->backend, &all);
+		paging_backend_stats(pg, &all);
 	}
 	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
 	st->size = size < sizeof(all) ? size : (uint32_t)sizeof(all);

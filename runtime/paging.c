@@ -50,6 +50,21 @@ static int open_backend(struct paging *pg, const struct upg_config *cfg)
 	return swapfile_open(&sc, &pg->backend);
 }
 
+void paging_backend_stats(struct paging *pg, struct upg_stats *st)
+{
+	struct memcached_stats ms;
+
+	if (!pg->ctx->cfg.remote_servers)
+		return;
+	memcached_get_stats(pg->backend, &ms);
+	st->remote_servers = ms.servers;
+	st->remote_servers_down = ms.servers_down;
+	st->remote_fallbacks = ms.fallbacks;
+	st->remote_refused = ms.full;
+	st->remote_conn_lost = ms.conn_lost;
+	st->remote_reconnects = ms.reconnects;
+}
+
 int paging_create(struct upg_ctx *ctx)
 {
 	const struct upg_config *cfg = &ctx->cfg;

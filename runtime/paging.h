@@ -174,6 +174,9 @@ struct paging_handler {
 };
 
 int paging_create(struct upg_ctx *ctx);
+/* The swap backend's own counters into st (remote servers: upg_stats'
+ * remote_* fields; a swap file has none beyond the paging counters). */
+void paging_backend_stats(struct paging *pg, struct upg_stats *st);
 void paging_destroy(struct upg_ctx *ctx);
 /* Start the reclaimer once the handlers run; stop it before they stop. */
 int paging_start(struct upg_ctx *ctx);

@@ -151,17 +151,25 @@ static void log_capture(void)
 	dup2(log_fd, 2);
 }
 
+/* What was logged so far (static storage). */
+static const char *log_text(void)
+{
+	static char text[1 << 16];
+	ssize_t n = pread(log_fd, text, sizeof(text) - 1, 0);
+
+	text[n > 0 ? n : 0] = 0;
+	return text;
+}
+
 /* Stop capturing; returns what was logged (static storage). */
 static const char *log_captured(void)
 {
-	static char text[1 << 16];
-	ssize_t n;
+	const char *text;
 
 	dup2(log_saved, 2);
 	close(log_saved);
-	n = pread(log_fd, text, sizeof(text) - 1, 0);
+	text = log_text();
 	close(log_fd);
-	text[n > 0 ? n : 0] = 0;
 	/* Shown again, for whoever reads the test's output. */
 	fputs(text, stderr);
 	return text;
@@ -171,16 +179,8 @@ static const char *log_captured(void)
  * an error before it logs it. */
 static void log_wait(const char *what, int ms)
 {
-	static char text[1 << 16];
-
-	for (int waited = 0; waited < ms; waited += 10) {
-		ssize_t n = pread(log_fd, text, sizeof(text) - 1, 0);
-
-		text[n > 0 ? n : 0] = 0;
-		if (strstr(text, what))
-			return;
+	for (int waited = 0; waited < ms && !strstr(log_text(), what); waited += 10)
 		usleep(10000);
-	}
 }
 
 static unsigned count_of(const char *text, const char *what)
