@@ -271,6 +271,12 @@ void datafile_detach(struct backend *b, unsigned file)
 		close(fd);
 }
 
+void datafile_forked(struct backend *b)
+{
+	if (b)
+		pthread_mutex_init(&to_datafile(b)->lock, NULL);
+}
+
 int datafile_sync(struct backend *b, unsigned file)
 {
 	int fd = atomic_load_explicit(&to_datafile(b)->files[file].fd, memory_order_acquire);

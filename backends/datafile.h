@@ -62,6 +62,10 @@ int datafile_attach(struct backend *b, const char *path, uint64_t offset, uint64
 
 /* Close file number `file`. No I/O to it may be queued any more. */
 void datafile_detach(struct backend *b, unsigned file);
+/* In the child of a fork, before it uses b: a thread of the parent may
+ * have held b's lock at the fork. The files stay the same descriptors,
+ * shared with the parent (as a shared file mapping is). */
+void datafile_forked(struct backend *b);
 
 /* fdatasync(2) file number `file`: 0 or -errno. */
 int datafile_sync(struct backend *b, unsigned file);

@@ -219,14 +219,21 @@ uint64_t upg_ctx_features(const upg_ctx *ctx);
  * 0, or -EAGAIN when some pages could not be brought back (the program made
  * them unreadable), or -EINVAL.
  *
- * In the child the regions are plain memory, no longer upager's: the
- * context has no threads there. upg_ctx_fork_child() lets go of the
- * parent's userfaultfd; the context must not be used (or destroyed) in the
- * child after it.
+ * upg_ctx_fork_child(), in the child, starts the context over there: the
+ * same context and regions, a new userfaultfd, new threads, swap
+ * files of the child's own (unlinked, in the directories of the parent's)
+ * or the same remote servers, and the same budget. The child sees the
+ * parent's data as it was at the fork and both go on paging; neither sees
+ * the other's later writes. File regions stay backed by their files, shared
+ * with the parent as a shared file mapping would be. A snapshot in progress
+ * stays the parent's; upg_ctx_event_fd() gives the child a new descriptor.
+ * Returns 0, or -errno when the child cannot page: its regions are then
+ * plain memory and the context must not be used (or destroyed) in it.
+ * Without it the child's regions are plain memory, the context unusable.
  */
 int upg_ctx_fork_prepare(upg_ctx *ctx);
 void upg_ctx_fork_parent(upg_ctx *ctx);
-void upg_ctx_fork_child(upg_ctx *ctx);
+int upg_ctx_fork_child(upg_ctx *ctx);
 
 /* ------------------------------------------------------------------------
  * Regions

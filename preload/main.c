@@ -67,8 +67,9 @@ int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *)
 
 /* ---- fork ----
  * The child gets the parent's memory as it was (upg_ctx_fork_prepare brings
- * back everything paged out first), as plain memory: it has no handler
- * threads, and its new memory comes from the kernel.
+ * back everything paged out first) and pages it under its own budget, with
+ * swap files and threads of its own (upg_ctx_fork_child). If it cannot, its
+ * memory is plain memory and its new memory comes from the kernel.
  */
 
 static void fork_prepare(void)
@@ -94,9 +95,22 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+	static const char warn[] = "upager: fork: the child cannot page; its memory is not "
+				   "bounded by the budget\n";
+
 	priv_fork_done();
-	if (atomic_exchange(&preload.ready, false))
-		upg_ctx_fork_child(preload.ctx);
+	if (!atomic_load(&preload.ready))
+		return;
+	preload_enter();
+	if (upg_ctx_fork_child(preload.ctx) == 0) {
+		statfile_forked();
+	} else {
+		atomic_store(&preload.ready, false);
+		if (write(STDERR_FILENO, warn, sizeof(warn) - 1) < 0) {
+			/* stderr closed: nobody to tell */
+		}
+	}
+	preload_leave();
 }
 
 /* ---- start and exit ---- */

@@ -121,6 +121,7 @@ bool maps_overlap(uintptr_t p, size_t len);
 /* statfile.c: PID.stats in cfg.stats_dir, rewritten every half second. */
 void statfile_start(void);
 void statfile_remove(void);
+void statfile_forked(void);
 /* Format the counters a person wants to see, one "key value" per line. */
 size_t stats_format(const struct upg_stats *st, char *buf, size_t size);
 

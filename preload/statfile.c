@@ -4,9 +4,14 @@
  * over the old one, so a reader never sees half of it), removed at exit.
  * One "key value" pair per line.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,6 +113,25 @@ static void *statfile_main(void *arg)
 	return NULL;
 }
 
+/* Files of processes gone without removing theirs: killed, or left through
+ * _exit() (a forked child often is, redis' BGSAVE child for one). */
+static void remove_stale(void)
+{
+	DIR *d = opendir(preload.cfg.stats_dir);
+	struct dirent *e;
+
+	while (d && (e = readdir(d))) {
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+
+		if (pid > 0 && (!strcmp(end, ".stats") || !strcmp(end, ".stats.tmp")) &&
+		    kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	if (d)
+		closedir(d);
+}
+
 /* Without a writable directory there are no live statistics; the program
  * runs all the same. */
 void statfile_start(void)
@@ -115,6 +139,7 @@ void statfile_start(void)
 	int n;
 
 	mkdir(preload.cfg.stats_dir, 0755);
+	remove_stale();
 	n = snprintf(path, sizeof(path), "%s/%d.stats", preload.cfg.stats_dir, (int)getpid());
 	if (n < 0 || (size_t)n >= sizeof(path) || access(preload.cfg.stats_dir, W_OK) < 0)
 		return;
@@ -127,4 +152,12 @@ void statfile_remove(void)
 {
 	if (running)
 		unlink(path);
+}
+
+/* In the child of a fork: the parent's file is the parent's; the child
+ * gets its own, under its pid. */
+void statfile_forked(void)
+{
+	running = false;
+	statfile_start();
 }

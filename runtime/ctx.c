@@ -81,6 +81,40 @@ uint64_t upg_ctx_features(const upg_ctx *ctx)
 #define CTX_WANTED (UPG_FEAT_WP | UPG_FEAT_MOVE | UPG_FEAT_POISON | UPG_FEAT_EVENT_REMAP | \
 		    UPG_FEAT_EVENT_REMOVE | UPG_FEAT_EVENT_UNMAP | UPG_FEAT_THREAD_ID)
 
+int ctx_open_uffd(upg_ctx *ctx)
+{
+	ctx->uffd = uffd_open(uffd_kernel_features(ctx->features & CTX_WANTED), ctx->features);
+	if (ctx->uffd < 0) {
+		pr_perr(ctx->uffd, "cannot open userfaultfd");
+		return ctx->uffd;
+	}
+	ctx->register_mode = UFFDIO_REGISTER_MODE_MISSING |
+			     ((ctx->features & UPG_FEAT_WP) ? UFFDIO_REGISTER_MODE_WP : 0);
+	return 0;
+}
+
+int ctx_start(upg_ctx *ctx)
+{
+	int ret;
+
+	ctx->nhandlers = ctx->cfg.handler_threads ? ctx->cfg.handler_threads : allowed_cpus();
+	ctx->handlers = aligned_alloc(64, ctx->nhandlers * sizeof(*ctx->handlers));
+	/* One reader per handler, one for the reclaimer, one for the
+	 * prefetcher. */
+	ctx->qsbr_readers = aligned_alloc(64, (ctx->nhandlers + 2) * sizeof(*ctx->qsbr_readers));
+	if (!ctx->handlers || !ctx->qsbr_readers)
+		return -ENOMEM;
+	memset(ctx->handlers, 0, ctx->nhandlers * sizeof(*ctx->handlers));
+	qsbr_init(&ctx->qsbr, ctx->qsbr_readers, ctx->nhandlers + 2);
+	ret = handlers_start(ctx);
+	if (ret < 0)
+		return ret;
+	ret = paging_start(ctx);
+	if (ret < 0)
+		handlers_stop(ctx);
+	return ret;
+}
+
 int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 {
 	uint64_t probed;
@@ -109,14 +143,9 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 		pr_err("userfaultfd cannot resolve missing faults here");
 		goto err_free;
 	}
-	ctx->uffd = uffd_open(uffd_kernel_features(ctx->features & CTX_WANTED), ctx->features);
-	if (ctx->uffd < 0) {
-		ret = ctx->uffd;
-		pr_perr(ret, "cannot open userfaultfd");
+	ret = ctx_open_uffd(ctx);
+	if (ret < 0)
 		goto err_free;
-	}
-	ctx->register_mode = UFFDIO_REGISTER_MODE_MISSING |
-			     ((ctx->features & UPG_FEAT_WP) ? UFFDIO_REGISTER_MODE_WP : 0);
 	ctx->base_page_shift = (unsigned)__builtin_ctzl((unsigned long)sysconf(_SC_PAGESIZE));
 
 	/* A private anonymous mapping never written reads as zeros and costs
@@ -158,25 +187,9 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 	if (ret < 0)
 		goto err_registry;
 
-	ctx->nhandlers = ctx->cfg.handler_threads ? ctx->cfg.handler_threads : allowed_cpus();
-	ctx->handlers = aligned_alloc(64, ctx->nhandlers * sizeof(*ctx->handlers));
-	/* One reader per handler, one for the reclaimer, one for the
-	 * prefetcher. */
-	ctx->qsbr_readers = aligned_alloc(64, (ctx->nhandlers + 2) * sizeof(*ctx->qsbr_readers));
-	if (!ctx->handlers || !ctx->qsbr_readers) {
-		ret = -ENOMEM;
-		goto err_registry;
-	}
-	memset(ctx->handlers, 0, ctx->nhandlers * sizeof(*ctx->handlers));
-	qsbr_init(&ctx->qsbr, ctx->qsbr_readers, ctx->nhandlers + 2);
-	ret = handlers_start(ctx);
+	ret = ctx_start(ctx);
 	if (ret < 0)
 		goto err_registry;
-	ret = paging_start(ctx);
-	if (ret < 0) {
-		handlers_stop(ctx);
-		goto err_registry;
-	}
 	*out = ctx;
 	return 0;
 

@@ -59,6 +59,13 @@ struct upg_ctx {
 	unsigned nhandlers;
 };
 
+/* Open ctx->uffd with the features of ctx->features the context wants, and
+ * set the registration mode that goes with them. */
+int ctx_open_uffd(struct upg_ctx *ctx);
+/* Start the handler pool, the reclaimer and the prefetcher (creation, and a
+ * forked child: fork.c). */
+int ctx_start(struct upg_ctx *ctx);
+
 /* Regions one context can hold at once. */
 #define UPG_MAX_REGIONS (1u << 20)
 

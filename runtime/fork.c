@@ -10,15 +10,29 @@
  * and the reads of everything paged out, for the time of the fork; reading
  * the parent's swap from the child instead would need the parent to keep
  * every slot intact until the child is done with it.
+ *
+ * In the child, the context starts over in place (same upg_ctx, same region
+ * objects, so pointers held by the program stay good): a new userfaultfd
+ * with the regions registered again, paging with swap files of its own,
+ * new threads. Its pages are the ones the kernel copied: resident and dirty
+ * (the child has no copy of them anywhere else). They are shared with the
+ * parent until either writes, and UFFDIO_MOVE refuses shared pages, so the
+ * child evicts by write-protect (or mprotect) and copy.
  */
+#define LOG_PREFIX "fork: "
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ctx.h"
+#include "log.h"
 #include "page.h"
 #include "paging.h"
 #include "region.h"
+#include "segv.h"
 
 /* Rounds of bringing pages back before giving up (a page the program made
  * unreadable stays out). A page touched may still read as out for a moment
@@ -117,10 +131,130 @@ void upg_ctx_fork_parent(upg_ctx *ctx)
 		paging_kick(pg);
 }
 
-void upg_ctx_fork_child(upg_ctx *ctx)
+/* What page idx of r is in the child, from its word in the parent at the
+ * fork. Returns the new word, and counts a resident page in *resident. */
+static uint64_t adopt_word(struct upg_region *r, uint64_t idx, uint64_t w, uint64_t *resident)
 {
-	if (!ctx || ctx->uffd < 0)
-		return;
+	uint64_t file_slot1 = r->file ? region_file_slot(r, idx) + 1 : 0;
+	unsigned char in_core = 0;
+
+	switch (pg_state(w)) {
+	case PG_NONE:
+	case PG_ZERO:
+	case PG_POISONED:
+		return w & (PG_STATE_MASK | PG_PIN_MASK);   /* no slot of the parent's */
+	case PG_BUSY:
+		/* A fault being resolved at the fork (prepare left no page
+		 * going out): whether it was mapped in time decides. */
+		if (mincore((void *)(region_base(r) + (idx << r->page_shift)),
+			    region_page_size(r), &in_core) < 0 || !(in_core & 1))
+			return pg_make(w, PG_NONE, 0, 0);
+		/* fall through */
+	case PG_RESIDENT:
+		(*resident)++;
+		return pg_make(w, PG_RESIDENT, file_slot1, PG_DIRTY);
+	default:
+		/* Left out of the mapping (made unreadable): its copy is the
+		 * parent's. A file region's clean page is still in its file. */
+		if (r->file && !(w & PG_DIRTY) && pg_state(w) == PG_COOLING)
+			return pg_make(w, PG_NONE, 0, 0);
+		return pg_make(w, PG_POISONED, 0, 0);
+	}
+}
+
+static void adopt_pages(struct upg_ctx *ctx, struct upg_region *r)
+{
+	uint64_t resident = 0;
+
+	pthread_mutex_init(&r->lock, NULL);
+	atomic_store(&r->snap, NULL);       /* the parent's, with its thread */
+	for (uint64_t i = 0; i < r->npages; i++) {
+		uint64_t w = pg_load(&r->state[i]);
+
+		if (w)
+			atomic_store_explicit(&r->state[i], adopt_word(r, i, w, &resident),
+					      memory_order_relaxed);
+	}
+	atomic_store(&r->resident_pages, resident);
+	/* In no candidate ring: counted lost, the reclaimer's scan finds them. */
+	if (ctx->paging) {
+		atomic_fetch_add(&ctx->paging->mem_pages, resident);
+		atomic_fetch_add(&ctx->paging->lost, resident);
+	}
+}
+
+/* Let go of what the parent's threads own, in the child's copy: their
+ * descriptors of their own and their buffers. */
+static void forget_parent_threads(upg_ctx *ctx)
+{
+	for (unsigned i = 0; i < ctx->nhandlers; i++) {
+		close(ctx->handlers[i].epfd);
+		if (ctx->paging)
+			paging_handler_forget(&ctx->handlers[i], ctx->paging);
+	}
+	free(ctx->handlers);
+	free(ctx->qsbr_readers);
+	ctx->handlers = NULL;
+	ctx->qsbr_readers = NULL;
+	ctx->nhandlers = 0;
 	close(ctx->uffd);
+	close(ctx->stop_fd);
+	ctx->uffd = ctx->stop_fd = -1;
+}
+
+int upg_ctx_fork_child(upg_ctx *ctx)
+{
+	pthread_mutexattr_t attr;
+	int ret;
+
+	if (!ctx)
+		return -EINVAL;
+	if (ctx->uffd < 0)
+		return -EBADF;   /* let go already */
+	/* Locks a thread of the parent may have held at the fork. */
+	pthread_mutex_init(&ctx->lock, NULL);
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(&ctx->read_lock, &attr);
+	pthread_mutexattr_destroy(&attr);
+	pthread_mutex_init(&ctx->registry.lock, NULL);
+	segv_forked();
+	forget_parent_threads(ctx);
+
+	ctx->features &= ~UPG_FEAT_MOVE;    /* shared pages: see above */
+	ret = ctx_open_uffd(ctx);
+	if (ret < 0)
+		goto err;
+	ctx->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctx->stop_fd < 0) {
+		ret = -errno;
+		goto err;
+	}
+	ret = paging_fork_child(ctx);
+	if (ret < 0)
+		goto err;
+	for (struct upg_region *r = ctx->regions; r; r = r->next) {
+		if (atomic_load(&r->dying))
+			continue;
+		adopt_pages(ctx, r);
+		ret = region_register(r);
+		if (ret < 0) {
+			pr_perr(ret, "cannot register a region again");
+			goto err;
+		}
+	}
+	ret = ctx_start(ctx);
+	if (ret < 0)
+		goto err;
+	if (ctx->paging)
+		paging_kick(ctx->paging);
+	return 0;
+err:
+	/* Closing the userfaultfd unregisters what was: the regions are
+	 * plain memory now, and the context is not to be used. */
+	if (ctx->uffd >= 0)
+		close(ctx->uffd);
 	ctx->uffd = -1;
+	pr_perr(ret, "the child of a fork cannot page its regions");
+	return ret;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ctx.h"
@@ -65,7 +66,87 @@ void paging_backend_stats(struct paging *pg, struct upg_stats *st)
 	st->remote_reconnects = ms.reconnects;
 }
 
+/* Where a forked child of the context makes swap files of its own (fork.c):
+ * each file's directory, where the child's file is unlinked from the start
+ * (O_TMPFILE) and so cannot collide with the parent's. */
+static int keep_child_specs(struct paging *pg, const struct upg_config *cfg)
+{
+	for (unsigned i = 0; i < cfg->nswap_files && i < SWAP_MAX_FILES; i++) {
+		const struct upg_swap_file *f = &cfg->swap_files[i];
+		struct stat st;
+		char *dir, *slash;
+
+		if (!f->path)
+			return -EINVAL;
+		if (stat(f->path, &st) == 0 && S_ISDIR(st.st_mode)) {
+			dir = strdup(f->path);
+		} else if ((slash = strrchr(f->path, '/'))) {
+			dir = slash == f->path ? strdup("/") : strndup(f->path, (size_t)(slash - f->path));
+		} else {
+			dir = strdup(".");
+		}
+		if (!dir)
+			return -ENOMEM;
+		pg->child_swap[i] = (struct upg_swap_file){ .path = dir, .size = f->size,
+							    .priority = f->priority };
+		pg->nchild_swap = i + 1;
+	}
+	if (cfg->remote_servers && !(pg->remote = strdup(cfg->remote_servers)))
+		return -ENOMEM;
+	return 0;
+}
+
+static int paging_make(struct upg_ctx *ctx, struct backend *files);
+
 int paging_create(struct upg_ctx *ctx)
+{
+	return paging_make(ctx, NULL);
+}
+
+/* The parent's paging as the child got it: its queues and backend are
+ * the kernel's shared objects (rings, files, sockets) that the parent's
+ * threads go on using, so they are left alone, descriptors included (they
+ * close at exit or exec); the memory of its own is freed. The data files'
+ * backend holds nothing but descriptors: the child's paging takes it over. */
+static void forget_parent(struct paging *old)
+{
+	if (old->frames)
+		munmap(old->frames, old->nframes * old->page_size);
+	if (old->zeros)
+		munmap((void *)old->zeros, PAGING_ZA_BYTES);
+	if (old->kick_fd >= 0)
+		close(old->kick_fd);
+	free(old->fe);
+	free(old->lru);
+	prefetch_forget(old);
+	for (unsigned i = 0; i < old->nchild_swap; i++)
+		free((char *)old->child_swap[i].path);
+	free(old->remote);
+	free(old);
+}
+
+int paging_fork_child(struct upg_ctx *ctx)
+{
+	struct paging *old = ctx->paging;
+	struct upg_config *cfg = &ctx->cfg;
+	int ret;
+
+	if (!old)
+		return 0;
+	ctx->paging = NULL;
+	cfg->swap_files = old->child_swap;
+	cfg->remote_servers = old->remote;
+	datafile_forked(old->files);
+	ret = paging_make(ctx, old->files);
+	cfg->swap_files = NULL;
+	cfg->remote_servers = ctx->paging ? ctx->paging->remote : NULL;
+	if (ctx->paging)
+		atomic_store(&ctx->paging->pinned_pages, atomic_load(&old->pinned_pages));
+	forget_parent(old);
+	return ret;
+}
+
+static int paging_make(struct upg_ctx *ctx, struct backend *files)
 {
 	const struct upg_config *cfg = &ctx->cfg;
 	struct paging *pg;
@@ -81,6 +162,10 @@ int paging_create(struct upg_ctx *ctx)
 		return -ENOMEM;
 	pg->ctx = ctx;
 	pg->kick_fd = -1;
+	pg->files = files;
+	ret = keep_child_specs(pg, cfg);
+	if (ret < 0)
+		goto err;
 	pg->policy = cfg->policy;
 	pg->page_size = 1ull << ctx->base_page_shift;
 	pg->limit = cfg->mem_limit / pg->page_size;
@@ -147,8 +232,7 @@ int paging_create(struct upg_ctx *ctx)
 	ret = backend_queue_open(pg->backend, 2 * PAGING_BATCH, &pg->queue);
 	if (ret < 0)
 		goto err;
-	ret = datafile_open((uint32_t)pg->page_size, &pg->files);
-	if (ret < 0)
+	if (!pg->files && (ret = datafile_open((uint32_t)pg->page_size, &pg->files)) < 0)
 		goto err;
 	ret = backend_queue_open(pg->files, 2 * PAGING_BATCH, &pg->fqueue);
 	if (ret < 0)
@@ -214,6 +298,9 @@ void paging_destroy(struct upg_ctx *ctx)
 		close(pg->kick_fd);
 	free(pg->fe);
 	free(pg->lru);
+	for (unsigned i = 0; i < pg->nchild_swap; i++)
+		free((char *)pg->child_swap[i].path);
+	free(pg->remote);
 	free(pg);
 	ctx->paging = NULL;
 }
@@ -263,6 +350,17 @@ void paging_handler_fini(struct handler *h)
 		rt_buf_free(ph->bufs, PAGING_HANDLER_BUFS * h->ctx->paging->page_size);
 	free(ph->ios);
 	memset(ph, 0, sizeof(*ph));
+}
+
+void paging_handler_forget(struct handler *h, struct paging *old)
+{
+	struct paging_handler *ph = &h->paging;
+
+	if (ph->wake_fd > 0)
+		close(ph->wake_fd);
+	if (ph->bufs)
+		rt_buf_free(ph->bufs, PAGING_HANDLER_BUFS * old->page_size);
+	free(ph->ios);
 }
 
 int paging_handler_fd(struct handler *h)

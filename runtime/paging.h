@@ -39,6 +39,8 @@
 #include "fault.h"
 #include "resq.h"
 #include "stats.h"
+#include "swapfile.h"
+#include "upager.h"
 
 struct upg_ctx;
 struct upg_region;
@@ -134,6 +136,11 @@ struct paging {
 	uint32_t scan_region;     /* where scan_for_candidates() goes on */
 	struct prefetcher *prefetch;  /* prefetch.c */
 	uint64_t scan_index;
+	/* What a forked child pages to (fork.c): directories for swap files
+	 * of its own, or the same remote servers. */
+	struct upg_swap_file child_swap[SWAP_MAX_FILES];
+	unsigned nchild_swap;
+	char *remote;
 };
 
 /* Per-handler state. */
@@ -178,12 +185,20 @@ int paging_create(struct upg_ctx *ctx);
  * remote_* fields; a swap file has none beyond the paging counters). */
 void paging_backend_stats(struct paging *pg, struct upg_stats *st);
 void paging_destroy(struct upg_ctx *ctx);
+/* In a forked child, before its threads start: replace the parent's paging
+ * (left to the parent's threads and rings) with one of the child's own, with
+ * swap files of its own. The budget is empty; the caller accounts the pages
+ * the child has. */
+int paging_fork_child(struct upg_ctx *ctx);
 /* Start the reclaimer once the handlers run; stop it before they stop. */
 int paging_start(struct upg_ctx *ctx);
 void paging_stop(struct upg_ctx *ctx);
 
 int paging_handler_init(struct handler *h);
 void paging_handler_fini(struct handler *h);
+/* In a forked child: free what the parent's handler h held of its own
+ * (buffers, its wake-up fd), leaving its queues to the parent. */
+void paging_handler_forget(struct handler *h, struct paging *old);
 /* The fds the handler polls: I/O completions, and memory freed. */
 int paging_handler_fd(struct handler *h);
 int paging_handler_file_fd(struct handler *h);
@@ -227,6 +242,8 @@ void prefetch_stop(struct upg_ctx *ctx);
 /* Its candidate ring, for the reclaimer (NULL if none). */
 struct resq *prefetch_resq(struct paging *pg);
 void prefetch_stats(struct paging *pg, struct upg_stats *st);
+/* In a forked child: free the memory of the parent's prefetcher. */
+void prefetch_forget(struct paging *old);
 
 /* Whether the handler has work to retry (it then polls with a timeout). */
 bool paging_pending(struct handler *h);

@@ -240,6 +240,29 @@ void prefetch_stop(struct upg_ctx *ctx)
 	ctx->paging->prefetch = NULL;
 }
 
+void prefetch_forget(struct paging *old)
+{
+	struct prefetcher *pf = old->prefetch;
+
+	if (!pf)
+		return;
+	for (struct prefetch_req *req = pf->head, *next; req; req = next) {
+		next = req->next;
+		free(req);
+	}
+	for (struct prefetch_req *req = pf->active, *next; req; req = next) {
+		next = req->next;
+		free(req);
+	}
+	paging_handler_forget(&pf->h, old);
+	if (pf->kick_fd >= 0)
+		close(pf->kick_fd);
+	/* Shared with the parent's: its counts are not the child's. */
+	if (pf->event_fd >= 0)
+		close(pf->event_fd);
+	free(pf);
+}
+
 struct resq *prefetch_resq(struct paging *pg)
 {
 	return pg->prefetch && pg->prefetch->h.paging.queue ? &pg->prefetch->h.paging.resq : NULL;

@@ -282,18 +282,39 @@ err_free:
 
 /* Apply fn to every part of r's range the application still maps. Caller
  * holds r->lock. Holes are sorted by start and do not overlap. */
-static void for_each_mapped(struct upg_region *r, int (*fn)(struct upg_region *, void *, size_t))
+static int for_each_mapped(struct upg_region *r, int (*fn)(struct upg_region *, void *, size_t))
 {
 	uintptr_t base = region_base(r), at = base, end = base + r->size;
+	int ret = 0;
 
 	for (size_t i = 0; i <= r->nholes; i++) {
 		uintptr_t stop = i < r->nholes ? base + r->holes[i].start : end;
 
-		if (stop > at)
-			fn(r, (void *)at, stop - at);
+		if (stop > at && fn(r, (void *)at, stop - at) < 0 && !ret)
+			ret = -errno;
 		if (i < r->nholes)
 			at = base + r->holes[i].end;
 	}
+	return ret;
+}
+
+static int register_part(struct upg_region *r, void *addr, size_t len)
+{
+	int ret = uffd_register(r->ctx->uffd, addr, len, r->ctx->register_mode);
+
+	if (ret < 0)
+		errno = -ret;
+	return ret;
+}
+
+int region_register(struct upg_region *r)
+{
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	ret = for_each_mapped(r, register_part);
+	pthread_mutex_unlock(&r->lock);
+	return ret;
 }
 
 static int unregister_part(struct upg_region *r, void *addr, size_t len)

@@ -109,6 +109,9 @@ void region_remapped(struct upg_region *r, uintptr_t from, uintptr_t to, uint64_
  */
 uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next);
 
+/* Register what the application still maps of r with r->ctx->uffd (a
+ * forked child's new one: fork.c). */
+int region_register(struct upg_region *r);
 /* The live region with this id, or NULL. Caller is an online QSBR reader. */
 struct upg_region *region_by_id(struct upg_ctx *ctx, uint32_t id);
 

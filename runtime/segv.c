@@ -150,3 +150,12 @@ void segv_window_close(int id)
 	atomic_store_explicit(&windows[id].taken, false, memory_order_release);
 	syscall(SYS_futex, &closes, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
+
+void segv_forked(void)
+{
+	pthread_mutex_init(&install_lock, NULL);
+	for (unsigned i = 0; i < WINDOWS; i++) {
+		atomic_store(&windows[i].start, 0);
+		atomic_store(&windows[i].taken, false);
+	}
+}

@@ -28,5 +28,7 @@ void segv_uninstall(void);
  * window is open (the caller then does not evict the run). */
 int segv_window_open(uintptr_t start, uintptr_t end);
 void segv_window_close(int id);
+/* In the child of a fork: the parent's windows and locks are not its own. */
+void segv_forked(void);
 
 #endif /* UPG_SEGV_H */

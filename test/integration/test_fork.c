@@ -1,10 +1,14 @@
 /*
  * fork(2) of a process with regions. Contexts do not ask for fork events,
  * so the kernel hands the child plain anonymous memory: what the parent had
- * mapped is copied (copy-on-write), the rest reads as zeros. The parent
- * keeps paging through upager.
+ * mapped is copied (copy-on-write), the rest reads as zeros. With the fork
+ * calls (upg_ctx_fork_prepare/parent/child) the child sees everything the
+ * parent had, paged out or not, and pages it under its own budget.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "itest.h"
 
@@ -43,4 +47,134 @@ Test(fork, child_sees_plain_memory_parent_keeps_paging, .timeout = 60)
 	stats_wait(ctx, st, st.zero_filled == PAGES, 5000);
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
+}
+
+/* ---- paging on both sides ---- */
+
+#define LIMIT (8 * MiB)
+#define SET (4 * LIMIT)
+
+static char swapdir[64];
+
+static void swapdir_remove(void)
+{
+	if (swapdir[0])
+		rmdir(swapdir);
+}
+
+/* What the child checks, each failure its own exit status (no cr_assert in
+ * a child). */
+enum child_fail {
+	CHILD_NO_CONTEXT = 10, CHILD_PARENT_DATA, CHILD_PATH, CHILD_OWN_DATA, CHILD_NOT_PAGED,
+	CHILD_OVER_BUDGET, CHILD_STATS,
+};
+
+static int child(upg_ctx *ctx, upg_region *r, uint8_t *base, size_t ps, uint32_t path)
+{
+	struct upg_stats st = { .size = sizeof(st) };
+	uint64_t pages = SET / ps, slack = 128 * ps;
+
+	if (upg_ctx_fork_child(ctx) < 0)
+		return CHILD_NO_CONTEXT;
+	if (check_pages(base, ps, 0, pages, 1) >= 0)
+		return CHILD_PARENT_DATA;
+	if (upg_stats_get(ctx, &st) < 0)
+		return CHILD_STATS;
+	if (st.evict_path != path)
+		return CHILD_PATH;
+	fill_pages(base, ps, 0, pages, 2);
+	if (check_pages(base, ps, 0, pages, 2) >= 0)
+		return CHILD_OWN_DATA;
+	if (upg_stats_get(ctx, &st) < 0)
+		return CHILD_STATS;
+	fprintf(stderr, "child: swap_outs %llu swap_ins %llu resident %llu KiB cooling %llu KiB\n",
+		(unsigned long long)st.swap_outs, (unsigned long long)st.swap_ins,
+		(unsigned long long)st.resident_bytes >> 10,
+		(unsigned long long)st.cooling_bytes >> 10);
+	if (!st.swap_outs || !st.swap_ins)
+		return CHILD_NOT_PAGED;
+	if (st.resident_bytes + st.cooling_bytes > LIMIT + slack)
+		return CHILD_OVER_BUDGET;
+	/* Torn down in the child like any context. */
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+	return 0;
+}
+
+/* A working set 4x the budget, mostly paged out, at the fork; the child
+ * reads all of it, rewrites all of it and reads it back while the parent
+ * does the same with its own values. mask: features masked (the eviction
+ * path); child_path: the path the child must use (never MOVE: its pages
+ * start shared with the parent). */
+static void both_page(uint64_t mask, uint64_t needs, uint32_t parent_path, uint32_t child_path)
+{
+	uint64_t probed = features_or_skip();
+	struct upg_swap_file sf = { .size = 256 * MiB };
+	struct upg_config cfg;
+	struct upg_stats st;
+	size_t ps = itest_page();
+	uint64_t pages = SET / ps;
+	upg_region *r;
+	upg_ctx *ctx;
+	uint8_t *base;
+	int status;
+	pid_t pid;
+
+#if defined(__SANITIZE_THREAD__)
+	cr_skip_test("ThreadSanitizer does not follow threads started in the child of a "
+		     "multi-threaded fork (the child's handlers)");
+#endif
+	if ((probed & needs) != needs)
+		cr_skip_test("this eviction path needs a userfaultfd feature the kernel lacks "
+			     "(%#llx)", (unsigned long long)(needs & ~probed));
+	snprintf(swapdir, sizeof(swapdir), "/var/tmp/upager-fork-XXXXXX");
+	cr_assert_not_null(mkdtemp(swapdir));
+	sf.path = swapdir;
+	upg_config_init(&cfg);
+	cfg.mem_limit = LIMIT;
+	cfg.swap_files = &sf;
+	cfg.nswap_files = 1;
+	cfg.feature_mask = mask;
+	ctx = ctx_new(&cfg);
+	st = stats_of(ctx);
+	cr_assert_eq(st.evict_path, parent_path);
+	r = region_new(ctx, SET, 0);
+	base = upg_region_addr(r);
+	fill_pages(base, ps, 0, pages, 1);
+	stats_wait(ctx, st, st.swap_outs > pages / 2, 10000);
+
+	cr_assert_eq(upg_ctx_fork_prepare(ctx), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0)
+		_exit(child(ctx, r, base, ps, child_path));
+	upg_ctx_fork_parent(ctx);
+	fill_pages(base, ps, 0, pages, 3);
+	cr_assert_eq(check_pages(base, ps, 0, pages, 3), -1, "the parent lost its writes");
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child failed: status %#x (exit %d: see enum child_fail)", status,
+		  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	cr_assert_eq(check_pages(base, ps, 0, pages, 3), -1, "the child's writes showed in the parent");
+	st = stats_of(ctx);
+	cr_assert_leq(st.resident_bytes + st.cooling_bytes, LIMIT + 128 * ps,
+		      "the parent holds %llu KiB after the fork",
+		      (unsigned long long)(st.resident_bytes + st.cooling_bytes) >> 10);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+}
+
+Test(fork, both_page_move_parent, .timeout = 120, .fini = swapdir_remove)
+{
+	both_page(0, UPG_FEAT_MOVE | UPG_FEAT_WP, UPG_EVICT_MOVE, UPG_EVICT_WP);
+}
+
+Test(fork, both_page_wp, .timeout = 120, .fini = swapdir_remove)
+{
+	both_page(UPG_FEAT_MOVE, UPG_FEAT_WP, UPG_EVICT_WP, UPG_EVICT_WP);
+}
+
+Test(fork, both_page_mprotect, .timeout = 120, .fini = swapdir_remove)
+{
+	both_page(UPG_FEAT_MOVE | UPG_FEAT_WP, 0, UPG_EVICT_MPROTECT, UPG_EVICT_MPROTECT);
 }

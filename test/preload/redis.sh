@@ -24,12 +24,17 @@ echo "redis: $(cli dbsize) keys, used_memory ${used} MiB, peak RSS ${hwm} MiB un
 [ "$used" -gt $((mem * 2)) ] || fail "the data set is not well above the budget"
 [ "$hwm" -le $((mem + 40)) ] || fail "peak RSS ${hwm} MiB above the budget + 40 MiB"
 digest=$(cli debug digest)
+# The child pages too, under a budget of its own: it reads the whole data
+# set, at random, through its swap.
+persistence() { cli info persistence | tr -d '\r' | awk -F: -v k="$1" '$1 == k { print $2 }'; }
 cli bgsave >/dev/null
-for _ in $(seq 300); do
-	[ "$(cli info persistence | tr -d '\r' | awk -F: '/^rdb_bgsave_in_progress:/ { print $2 }')" = 0 ] && break
-	sleep 0.1
+start=$(date +%s)
+while [ "$(persistence rdb_bgsave_in_progress)" != 0 ]; do
+	[ $(($(date +%s) - start)) -lt 200 ] || fail "BGSAVE still running after 200 s"
+	sleep 0.2
 done
-cli info persistence | tr -d '\r' | grep -q '^rdb_last_bgsave_status:ok' || fail "BGSAVE failed"
+echo "redis: BGSAVE took $(($(date +%s) - start)) s"
+[ "$(persistence rdb_last_bgsave_status)" = ok ] || fail "BGSAVE failed"
 redis-check-rdb "$WORK/dump.rdb" >"$WORK/check.log" 2>&1 || { cat "$WORK/check.log"; fail "redis-check-rdb rejects the RDB"; }
 [ "$(cli debug digest)" = "$digest" ] || fail "the data set changed across BGSAVE"
 stop $pid

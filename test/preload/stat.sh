@@ -24,4 +24,33 @@ wait $pid || fail "the program failed"
 rc=0
 "$UPAGER" stat $pid 2>/dev/null || rc=$?
 [ $rc -eq 1 ] || fail "upager stat of a finished program: status $rc"
+
+# A forked child pages under its own budget and has statistics of its own.
+# It leaves through _exit(), so its file stays until the next program under
+# upager starts and removes the files of processes gone.
+"$UPAGER" run --mem 32M --swap "$WORK" -- python3 -c '
+import os, time
+pid = os.fork()
+if pid == 0:
+    data = [bytearray(4096) for _ in range(30000)]
+    for b in data:
+        b[0] = 1
+    time.sleep(3)
+    os._exit(0)
+print(pid, flush=True)
+os.waitpid(pid, 0)
+' >"$WORK/child.pid" &
+pid=$!
+for _ in $(seq 50); do [ -s "$WORK/child.pid" ] && break; sleep 0.1; done
+child=$(cat "$WORK/child.pid")
+[ -n "$child" ] || fail "the forking program printed no child"
+for _ in $(seq 50); do
+	out=$("$UPAGER" stat "$child" 2>/dev/null) && case $out in *swap_outs*[1-9]*) break ;; esac
+	sleep 0.2
+done
+echo "$out"
+case $out in *swap_outs*[1-9]*) ;; *) fail "the child $child shows no paging of its own" ;; esac
+wait $pid || fail "the forking program failed"
+"$UPAGER" run --mem 32M --swap "$WORK" -- true
+[ ! -e "$UPAGER_STATS_DIR/$child.stats" ] || fail "the file of the child gone stays"
 echo ok
