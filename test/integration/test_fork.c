@@ -5,6 +5,7 @@
  * calls (upg_ctx_fork_prepare/parent/child) the child sees everything the
  * parent had, paged out or not, and pages it under its own budget.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -54,7 +55,7 @@ Test(fork, child_sees_plain_memory_parent_keeps_paging, .timeout = 60)
 #define LIMIT (8 * MiB)
 #define SET (4 * LIMIT)
 
-static char swapdir[64];
+static char swapdir[4096];
 
 static void swapdir_remove(void)
 {
@@ -125,10 +126,11 @@ static void both_page(uint64_t mask, uint64_t needs, uint32_t parent_path, uint3
 		     "multi-threaded fork (the child's handlers)");
 #endif
 	if ((probed & needs) != needs)
-		cr_skip_test("this eviction path needs a userfaultfd feature the kernel lacks "
-			     "(%#llx)", (unsigned long long)(needs & ~probed));
-	snprintf(swapdir, sizeof(swapdir), "/var/tmp/upager-fork-XXXXXX");
-	cr_assert_not_null(mkdtemp(swapdir));
+		cr_skip_test("this eviction path needs userfaultfd's %s, which this kernel lacks",
+			     upg_feature_name(1ull << __builtin_ctzll(needs & ~probed)));
+	snprintf(swapdir, sizeof(swapdir), "%s/upager-fork-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
+	cr_assert_not_null(mkdtemp(swapdir), "mkdtemp %s: %s", swapdir, strerror(errno));
 	sf.path = swapdir;
 	upg_config_init(&cfg);
 	cfg.mem_limit = LIMIT;
