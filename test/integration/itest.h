@@ -195,6 +195,17 @@ static inline upg_ctx *ctx_new(const struct upg_config *cfg)
 	return ctx;
 }
 
+/* Tests whose forked child starts a context's threads again
+ * (upg_ctx_fork_child) skip under ThreadSanitizer, which does not support
+ * threads started after a multi-threaded fork. */
+static inline void skip_forked_threads_under_tsan(void)
+{
+#if defined(__SANITIZE_THREAD__)
+	cr_skip_test("ThreadSanitizer does not follow threads started in the child of a "
+		     "multi-threaded fork (upg_ctx_fork_child's handlers)");
+#endif
+}
+
 /* The probed feature set, or skip when userfaultfd is not permitted. */
 static inline uint64_t features_or_skip(void)
 {

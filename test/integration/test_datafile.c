@@ -188,6 +188,50 @@ Test(datafile, rw_roundtrip_mprotect_path, .timeout = 120, .fini = dir_remove)
 }
 
 /* A region at an offset into a file, then its pages from the file. */
+/* A file region in the child of a fork stays backed by its file: pages not
+ * in memory at the fork are read from it, the others are the parent's. */
+Test(datafile, fork_child_reads_the_file, .timeout = 120, .fini = dir_remove)
+{
+	size_t ps = itest_page();
+	uint64_t pages = FILE_SIZE / ps;
+	upg_region *r;
+	upg_ctx *ctx;
+	uint8_t *p;
+	int status;
+	pid_t pid;
+
+	skip_forked_threads_under_tsan();
+	ctx = db_ctx(LIMIT);
+	r = file_region_ok(ctx, FILE_SIZE, UPG_REGION_FILE_CREATE);
+	p = upg_region_addr(r);
+	fill_pages(p, ps, 0, pages, 1);
+	cr_assert_eq(upg_flush(r, 0, FILE_SIZE, 0), 0);
+	cr_assert_eq(check_pages(p, ps, 0, pages / 4, 1), -1);   /* a quarter in memory */
+	cr_assert_eq(upg_ctx_fork_prepare(ctx), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		struct upg_stats st;
+
+		/* No cr_assert in the child: its exit status says. */
+		if (upg_ctx_fork_child(ctx) < 0)
+			_exit(10);
+		for (int pass = 0; pass < 2; pass++)
+			if (check_pages(p, ps, 0, pages, 1) >= 0)
+				_exit(11 + pass);
+		st = stats_of(ctx);
+		_exit(st.file_reads && st.resident_bytes + st.cooling_bytes <= LIMIT + 128 * ps
+		      ? 0 : 13);
+	}
+	upg_ctx_fork_parent(ctx);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed: status %#x",
+		  status);
+	cr_assert_eq(check_pages(p, ps, 0, pages, 1), -1);
+	cr_assert_eq(upg_region_destroy(r), 0);
+	upg_ctx_destroy(ctx);
+}
+
 Test(datafile, offset_mapping, .timeout = 60, .fini = dir_remove)
 {
 	upg_ctx *ctx = db_ctx(LIMIT);

@@ -121,10 +121,7 @@ static void both_page(uint64_t mask, uint64_t needs, uint32_t parent_path, uint3
 	int status;
 	pid_t pid;
 
-#if defined(__SANITIZE_THREAD__)
-	cr_skip_test("ThreadSanitizer does not follow threads started in the child of a "
-		     "multi-threaded fork (the child's handlers)");
-#endif
+	skip_forked_threads_under_tsan();
 	if ((probed & needs) != needs)
 		cr_skip_test("this eviction path needs userfaultfd's %s, which this kernel lacks",
 			     upg_feature_name(1ull << __builtin_ctzll(needs & ~probed)));

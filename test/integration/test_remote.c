@@ -5,6 +5,8 @@
  * the test's own (veth pairs); servers killed in the middle of a run, with
  * and without a replica; a full server; an unreachable one.
  */
+#include <sys/wait.h>
+
 #include "itest.h"
 #include "mcserver.h"
 
@@ -167,6 +169,55 @@ static void round_trips(unsigned replicas)
 		      (unsigned long long)st.swap_outs);
 	cr_assert_gt(st.swap_ins, 0);
 	cr_assert_eq(st.read_errors + st.write_errors, 0);
+	run_end(&t);
+}
+
+/* Whether every page holds generation gen. */
+static bool all_right(const uint8_t *base, size_t ps, uint64_t pages, uint64_t gen)
+{
+	for (uint64_t p = 0; p < pages; p++)
+		if (page_verify(base + p * ps, ps, gen, p))
+			return false;
+	return true;
+}
+
+/* The child of a fork pages to the same servers under keys of its own: each
+ * side rewrites the whole working set and reads back only its own data. */
+Test(remote, fork_child_pages_to_the_same_servers)
+{
+	struct upg_stats st;
+	struct run t;
+	int status;
+	pid_t pid;
+
+	skip_forked_threads_under_tsan();
+	start_loopback(2, 256);
+	run_start(&t, 0, 1);
+	cr_assert_eq(upg_ctx_fork_prepare(t.ctx), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		/* No cr_assert in the child: its exit status says. */
+		if (upg_ctx_fork_child(t.ctx) < 0)
+			_exit(10);
+		if (!all_right(t.base, t.ps, t.pages, 1))
+			_exit(11);
+		fill(t.base, t.ps, t.pages, 2);
+		if (!all_right(t.base, t.ps, t.pages, 2))
+			_exit(12);
+		st = stats_of(t.ctx);
+		if (st.remote_servers != 2 || st.swap_outs < t.pages / 2 || !st.swap_ins)
+			_exit(13);
+		run_end(&t);
+		_exit(0);
+	}
+	upg_ctx_fork_parent(t.ctx);
+	fill(t.base, t.ps, t.pages, 3);
+	cr_assert(all_right(t.base, t.ps, t.pages, 3), "the parent lost its writes");
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed: status %#x",
+		  status);
+	cr_assert(all_right(t.base, t.ps, t.pages, 3), "the child's pages showed in the parent");
 	run_end(&t);
 }
 
