@@ -27,8 +27,12 @@ struct swap_file {
 
 struct swapfile {
 	struct backend base;
-	struct swap_alloc *alloc;
+	struct swap_alloc *alloc;   /* over files nforeign.. (its file j is ours j + nforeign) */
 	unsigned nfiles;
+	/* Files 0..nforeign-1 are a forking parent's (swapfile_config.inherit):
+	 * read at the slots the parent gave its pages, never allocated from,
+	 * freed or punched. */
+	unsigned nforeign;
 	unsigned files_buffered;
 	int fds[SWAP_MAX_FILES];  /* -1 until opened; registered with each ring */
 	struct swap_file files[SWAP_MAX_FILES];
@@ -393,12 +397,38 @@ static int sf_queue_open(struct backend *b, unsigned depth, struct backend_queue
 
 static int sf_alloc_slots(struct backend *b, unsigned n, uint64_t *slots)
 {
-	return (int)swap_alloc_get(to_swapfile(b)->alloc, n > INT_MAX ? INT_MAX : n, slots);
+	struct swapfile *s = to_swapfile(b);
+	unsigned got = swap_alloc_get(s->alloc, n > INT_MAX ? INT_MAX : n, slots);
+
+	for (unsigned i = 0; i < got; i++)
+		slots[i] += swap_slot(s->nforeign, 0);
+	return (int)got;
+}
+
+/* Of slots[0..n), those of our own files, as the allocator numbers them,
+ * into own[] (at most SWAP_HOLD_MAX); returns how many of slots[] it took. */
+static unsigned own_slots(const struct swapfile *s, const uint64_t *slots, unsigned n,
+			  uint64_t *own, unsigned *nown)
+{
+	unsigned i;
+
+	*nown = 0;
+	for (i = 0; i < n && *nown < SWAP_HOLD_MAX; i++)
+		if (swap_slot_file(slots[i]) >= s->nforeign)
+			own[(*nown)++] = slots[i] - swap_slot(s->nforeign, 0);
+	return i;
 }
 
 static void sf_free_slots(struct backend *b, const uint64_t *slots, unsigned n)
 {
-	swap_alloc_free(to_swapfile(b)->alloc, slots, n, NULL);
+	struct swapfile *s = to_swapfile(b);
+	uint64_t own[SWAP_HOLD_MAX];
+	unsigned took, nown;
+
+	for (; n; slots += took, n -= took) {
+		took = own_slots(s, slots, n, own, &nown);
+		swap_alloc_free(s->alloc, own, nown, NULL);
+	}
 }
 
 /* Punch the holes of the held clusters, adjacent ones in one call. */
@@ -414,7 +444,7 @@ static void punch_held(struct swapfile *s, const struct swap_hold *h)
 			;
 		/* Not every filesystem can punch holes: the space stays used,
 		 * nothing else goes wrong. */
-		if (fallocate(s->fds[h->c[i].file], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		if (fallocate(s->fds[s->nforeign + h->c[i].file], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			      (off_t)(h->c[i].cluster * cbytes), (off_t)((j - i) * cbytes)))
 			atomic_fetch_add_explicit(&s->punch_errors, 1, memory_order_relaxed);
 		else
@@ -426,17 +456,28 @@ static int sf_discard(struct backend *b, const uint64_t *slots, unsigned n)
 {
 	struct swapfile *s = to_swapfile(b);
 	struct swap_hold hold = { 0 };
+	uint64_t own[SWAP_HOLD_MAX];
+	unsigned took, nown;
 
 	/* Emptied clusters are held out of the allocator while their holes are
 	 * punched, so no slot handed out meanwhile loses its data. */
-	while (n) {
-		unsigned done = swap_alloc_free(s->alloc, slots, n, &hold);
+	for (; n; slots += took, n -= took) {
+		const uint64_t *o = own;
 
-		punch_held(s, &hold);
-		swap_alloc_release(s->alloc, &hold);
-		slots += done;
-		n -= done;
+		took = own_slots(s, slots, n, own, &nown);
+		while (nown) {
+			unsigned done = swap_alloc_free(s->alloc, o, nown, &hold);
+
+			o += done;
+			nown -= done;
+			if (nown) {     /* hold is full */
+				punch_held(s, &hold);
+				swap_alloc_release(s->alloc, &hold);
+			}
+		}
 	}
+	punch_held(s, &hold);
+	swap_alloc_release(s->alloc, &hold);
 	return 0;
 }
 
@@ -545,6 +586,8 @@ static int file_open(struct swapfile *s, unsigned i, const char *path, uint64_t 
 
 int swapfile_open(const struct swapfile_config *cfg, struct backend **out)
 {
+	const struct swapfile *parent = cfg && cfg->inherit ? to_swapfile(cfg->inherit) : NULL;
+	unsigned nforeign = parent ? parent->nfiles : 0;
 	uint32_t clusters[SWAP_MAX_FILES];
 	int prio[SWAP_MAX_FILES];
 	uint64_t cbytes;
@@ -552,7 +595,8 @@ int swapfile_open(const struct swapfile_config *cfg, struct backend **out)
 	int ret;
 
 	if (!cfg || !cfg->page_size || cfg->page_size % 4096 || cfg->page_size > (1u << 30) ||
-	    !cfg->count || cfg->count > SWAP_MAX_FILES || !cfg->files) {
+	    !cfg->count || cfg->count > SWAP_MAX_FILES - nforeign || !cfg->files ||
+	    (parent && parent->base.page_size != cfg->page_size)) {
 		pr_err("bad configuration: page size %u, %u files", cfg ? cfg->page_size : 0,
 		       cfg ? cfg->count : 0);
 		return -EINVAL;
@@ -575,11 +619,23 @@ int swapfile_open(const struct swapfile_config *cfg, struct backend **out)
 		return -ENOMEM;
 	s->base.ops = &swapfile_ops;
 	s->base.page_size = cfg->page_size;
-	s->nfiles = cfg->count;
-	for (unsigned i = 0; i < cfg->count; i++)
+	s->nfiles = nforeign + cfg->count;
+	s->nforeign = nforeign;
+	for (unsigned i = 0; i < s->nfiles; i++)
 		s->fds[i] = -1;
+	for (unsigned i = 0; i < nforeign; i++) {
+		/* The same open file (O_DIRECT or not), ours to close. */
+		s->fds[i] = fcntl(parent->fds[i], F_DUPFD_CLOEXEC, 0);
+		if (s->fds[i] < 0) {
+			ret = -errno;
+			goto fail;
+		}
+		s->files[i] = (struct swap_file){ .pages = parent->files[i].pages,
+						  .dev = parent->files[i].dev,
+						  .ino = parent->files[i].ino };
+	}
 	for (unsigned i = 0; i < cfg->count; i++) {
-		ret = file_open(s, i, cfg->files[i].path, clusters[i] * cbytes);
+		ret = file_open(s, nforeign + i, cfg->files[i].path, clusters[i] * cbytes);
 		if (ret)
 			goto fail;
 	}
@@ -591,6 +647,11 @@ int swapfile_open(const struct swapfile_config *cfg, struct backend **out)
 fail:
 	sf_close(&s->base);
 	return ret;
+}
+
+unsigned swapfile_nfiles(struct backend *b)
+{
+	return to_swapfile(b)->nfiles;
 }
 
 void swapfile_get_stats(struct backend *b, struct swapfile_stats *st)

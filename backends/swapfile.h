@@ -34,8 +34,13 @@ struct swapfile_spec {
 
 struct swapfile_config {
 	uint32_t page_size;     /* a multiple of 4096 */
-	unsigned count;         /* 1..SWAP_MAX_FILES */
+	unsigned count;         /* 1..SWAP_MAX_FILES, less inherit's files */
 	const struct swapfile_spec *files;
+	/* In the child of a fork: the parent's swap files (its backend, as the
+	 * child got it). The child reads its pages at the parent's slots and
+	 * never allocates, frees or punches there (the parent keeps them until
+	 * the child is done: fork.c); its own files come after. */
+	struct backend *inherit;
 };
 
 struct swapfile_stats {
@@ -63,5 +68,7 @@ int swapfile_open(const struct swapfile_config *cfg, struct backend **out);
 
 /* Counters and allocator usage of a backend made by swapfile_open(). */
 void swapfile_get_stats(struct backend *b, struct swapfile_stats *st);
+/* Files b reads from, inherited ones included (at most SWAP_MAX_FILES). */
+unsigned swapfile_nfiles(struct backend *b);
 
 #endif /* UPG_SWAPFILE_H */

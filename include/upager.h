@@ -209,15 +209,18 @@ uint64_t upg_ctx_features(const upg_ctx *ctx);
  * fork(2) with regions, for pthread_atfork() (since 0.2). Without them a
  * child reads zeros where the parent had paged memory out.
  *
- * upg_ctx_fork_prepare() stops new evictions, lifts the memory limit and
- * brings every page of the context's regions that is out of the mapping
- * (in swap, in the cooling pool, being moved) back in: the kernel then
- * copies the regions to the child like any private memory (copy-on-write).
+ * upg_ctx_fork_prepare() stops evictions for the moment of the fork (the
+ * memory limit lifted meanwhile). With swap files, pages in swap stay there:
+ * the child reads them at the parent's slots, which the parent keeps
+ * (upg_stats.swap_kept_bytes) until the child exits or executes a program.
+ * With remote servers, every page of the context's regions that is out of
+ * the mapping is brought back in first. The kernel copies what is mapped to
+ * the child like any private memory (copy-on-write).
  * upg_ctx_fork_parent() gives the parent its own copy of each resident page
- * (shared pages cannot be evicted) and lets reclaim bring memory back under
- * the limit. Every prepare is followed by one parent, in the parent. Returns
- * 0, or -EAGAIN when some pages could not be brought back (the program made
- * them unreadable), or -EINVAL.
+ * (shared pages cannot be evicted) and lets reclaim go on. Every prepare is
+ * followed by one parent, in the parent. Returns 0, or -EAGAIN when some
+ * pages could not be brought back (the program made them unreadable), or
+ * -EINVAL.
  *
  * upg_ctx_fork_child(), in the child, starts the context over there: the
  * same context and regions, a new userfaultfd, new threads, swap
@@ -541,6 +544,11 @@ struct upg_stats {
 	uint64_t remote_refused;      /* writes a full server refused (the page stayed) */
 	uint64_t remote_conn_lost;    /* connections lost, timeouts included */
 	uint64_t remote_reconnects;   /* connections made again */
+
+	/* Since 0.2: swap files. */
+	uint64_t swap_used_bytes;     /* slots in use in the context's own files */
+	uint64_t swap_kept_bytes;     /* ... of which dead, kept for forked
+				       * children that may still read them */
 };
 
 /* How pages leave the application, chosen by the feature probe (mask

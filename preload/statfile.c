@@ -43,6 +43,8 @@ size_t stats_format(const struct upg_stats *st, char *buf, size_t size)
 		"evicted %llu\n"
 		"swap_outs %llu\n"
 		"swap_ins %llu\n"
+		"swap_used_bytes %llu\n"
+		"swap_kept_bytes %llu\n"
 		"dropped_clean %llu\n"
 		"readahead_pages %llu\n"
 		"cooling_hit_pct %u\n"
@@ -56,7 +58,8 @@ size_t stats_format(const struct upg_stats *st, char *buf, size_t size)
 		(unsigned long long)st->faults_cooling, (unsigned long long)st->zero_filled,
 		(unsigned long long)st->zero_ahead,
 		(unsigned long long)st->evicted, (unsigned long long)st->swap_outs,
-		(unsigned long long)st->swap_ins, (unsigned long long)st->dropped_clean,
+		(unsigned long long)st->swap_ins, (unsigned long long)st->swap_used_bytes,
+		(unsigned long long)st->swap_kept_bytes, (unsigned long long)st->dropped_clean,
 		(unsigned long long)st->readahead_pages,
 		pct(st->faults_cooling, paged_in),
 		pct(st->readahead_hits, st->readahead_hits + st->readahead_waste),

@@ -2,22 +2,28 @@
  * fork.c - fork(2) of a process whose regions are paged.
  *
  * Contexts do not ask for fork events: the kernel gives the child the
- * regions as plain private memory, copy-on-write, and reads as zeros what
- * was not mapped. So before the fork every page that upager holds out of
- * the mapping (swap, cooling pool, a move in progress) is brought back by
- * touching it, with new evictions stopped and the limit lifted, so that
- * none leaves again until the parent side is done. This costs the memory
- * and the reads of everything paged out, for the time of the fork; reading
- * the parent's swap from the child instead would need the parent to keep
- * every slot intact until the child is done with it.
+ * regions as plain private memory, copy-on-write, where pages are mapped,
+ * and zeros where they are not. So at the fork nothing may be on its way
+ * out: upg_ctx_fork_prepare() parks the reclaimer with the cooling pool
+ * written out and empty, and lifts the limit for the moment of the fork.
+ *
+ * Pages in swap files stay there: the child reads them at the parent's
+ * slots, through the same files. The parent keeps every slot it had (slots
+ * that die are set aside, not freed) until each child is done: a child
+ * holds the write end of a pipe of the parent's, which closes when it exits
+ * or executes a program. With remote servers (whose keys are the parent's
+ * own) every page out is brought back into the mapping before the fork
+ * instead, which costs their reads and, for the time of the fork, the
+ * memory of all of them.
  *
  * In the child, the context starts over in place (same upg_ctx, same region
  * objects, so pointers held by the program stay good): a new userfaultfd
- * with the regions registered again, paging with swap files of its own,
- * new threads. Its pages are the ones the kernel copied: resident and dirty
- * (the child has no copy of them anywhere else). They are shared with the
- * parent until either writes, and UFFDIO_MOVE refuses shared pages, so the
- * child evicts by write-protect (or mprotect) and copy.
+ * with the regions registered again, paging with swap files of its own
+ * (after the parent's, read-only), new threads. Its mapped pages are the
+ * ones the kernel copied: resident and dirty (writes to them are not
+ * tracked). They are shared with the parent until either writes, and
+ * UFFDIO_MOVE refuses shared pages, so the child evicts by write-protect
+ * (or mprotect) and copy.
  */
 #define LOG_PREFIX "fork: "
 #include <errno.h>
@@ -85,6 +91,10 @@ int upg_ctx_fork_prepare(upg_ctx *ctx)
 		return 0;
 	atomic_fetch_add(&pg->hold, 1);
 	wait_parked(pg);
+	/* Swap files: the child reads what is out at the parent's slots,
+	 * which stay as they are until it is done with them. */
+	if (!ctx->cfg.remote_servers && paging_freeze(pg) == 0)
+		return 0;
 	/* ctx->lock keeps the list still; handlers do not take it. */
 	pthread_mutex_lock(&ctx->lock);
 	for (unsigned pass = 0; pass < FORK_PASSES && out; pass++) {
@@ -127,13 +137,17 @@ void upg_ctx_fork_parent(upg_ctx *ctx)
 		if (!atomic_load(&r->dying))
 			own_pages(r);
 	pthread_mutex_unlock(&ctx->lock);
+	paging_forked(pg);
 	if (atomic_fetch_sub(&pg->hold, 1) == 1)
 		paging_kick(pg);
 }
 
 /* What page idx of r is in the child, from its word in the parent at the
- * fork. Returns the new word, and counts a resident page in *resident. */
-static uint64_t adopt_word(struct upg_region *r, uint64_t idx, uint64_t w, uint64_t *resident)
+ * fork. shared: the child reads the parent's swap (else everything out of
+ * the mapping was brought back, or is lost). Returns the new word, and
+ * counts a resident page in *resident. */
+static uint64_t adopt_word(struct upg_region *r, uint64_t idx, uint64_t w, bool shared,
+			   uint64_t *resident)
 {
 	uint64_t file_slot1 = r->file ? region_file_slot(r, idx) + 1 : 0;
 	unsigned char in_core = 0;
@@ -143,20 +157,34 @@ static uint64_t adopt_word(struct upg_region *r, uint64_t idx, uint64_t w, uint6
 	case PG_ZERO:
 	case PG_POISONED:
 		return w & (PG_STATE_MASK | PG_PIN_MASK);   /* no slot of the parent's */
+	case PG_SWAPPED:
+		if (shared || r->file)
+			return pg_make(w, PG_SWAPPED, pg_val(w), 0);
+		return pg_make(w, PG_POISONED, 0, 0);
 	case PG_BUSY:
-		/* A fault being resolved at the fork (prepare left no page
-		 * going out): whether it was mapped in time decides. */
+		/* A fault being resolved at the fork (no page was going out:
+		 * the reclaimer was parked): a first touch (no slot), a read
+		 * from swap, or a write to a page in place. Whether it was
+		 * mapped in time decides. */
 		if (mincore((void *)(region_base(r) + (idx << r->page_shift)),
-			    region_page_size(r), &in_core) < 0 || !(in_core & 1))
+			    region_page_size(r), &in_core) == 0 && (in_core & 1)) {
+			(*resident)++;
+			return pg_make(w, PG_RESIDENT, file_slot1, PG_DIRTY);
+		}
+		if (!pg_val(w))
 			return pg_make(w, PG_NONE, 0, 0);
-		/* fall through */
+		if (shared || r->file)
+			return pg_make(w, PG_SWAPPED, pg_val(w), 0);
+		return pg_make(w, PG_POISONED, 0, 0);
 	case PG_RESIDENT:
+		/* Dirty: the child's writes are not tracked until it evicts. */
 		(*resident)++;
 		return pg_make(w, PG_RESIDENT, file_slot1, PG_DIRTY);
 	default:
-		/* Left out of the mapping (made unreadable): its copy is the
-		 * parent's. A file region's clean page is still in its file. */
-		if (r->file && !(w & PG_DIRTY) && pg_state(w) == PG_COOLING)
+		/* In the cooling pool (only when the program made it
+		 * unreadable): its copy is the parent's. A file region's clean
+		 * page is still in its file. */
+		if (r->file && !(w & PG_DIRTY))
 			return pg_make(w, PG_NONE, 0, 0);
 		return pg_make(w, PG_POISONED, 0, 0);
 	}
@@ -164,6 +192,7 @@ static uint64_t adopt_word(struct upg_region *r, uint64_t idx, uint64_t w, uint6
 
 static void adopt_pages(struct upg_ctx *ctx, struct upg_region *r)
 {
+	bool shared = ctx->paging && ctx->paging->parent_pipe >= 0;
 	uint64_t resident = 0;
 
 	pthread_mutex_init(&r->lock, NULL);
@@ -172,7 +201,7 @@ static void adopt_pages(struct upg_ctx *ctx, struct upg_region *r)
 		uint64_t w = pg_load(&r->state[i]);
 
 		if (w)
-			atomic_store_explicit(&r->state[i], adopt_word(r, i, w, &resident),
+			atomic_store_explicit(&r->state[i], adopt_word(r, i, w, shared, &resident),
 					      memory_order_relaxed);
 	}
 	atomic_store(&r->resident_pages, resident);

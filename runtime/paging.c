@@ -3,6 +3,8 @@
 #include "paging.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -22,7 +24,7 @@
 /* Candidates a handler can hand the reclaimer between two of its passes. */
 #define HANDLER_RESQ (1u << 18)
 
-static int open_backend(struct paging *pg, const struct upg_config *cfg)
+static int open_backend(struct paging *pg, const struct upg_config *cfg, struct backend *inherit)
 {
 	struct memcached_config mc = {
 		.page_size = (uint32_t)pg->page_size,
@@ -35,6 +37,7 @@ static int open_backend(struct paging *pg, const struct upg_config *cfg)
 		.page_size = (uint32_t)pg->page_size,
 		.count = cfg->nswap_files,
 		.files = specs,
+		.inherit = inherit,
 	};
 
 	if (cfg->remote_servers)
@@ -54,9 +57,16 @@ static int open_backend(struct paging *pg, const struct upg_config *cfg)
 void paging_backend_stats(struct paging *pg, struct upg_stats *st)
 {
 	struct memcached_stats ms;
+	struct swapfile_stats ss;
 
-	if (!pg->ctx->cfg.remote_servers)
+	if (!pg->ctx->cfg.remote_servers) {
+		swapfile_get_stats(pg->backend, &ss);
+		st->swap_used_bytes = ss.slots_used * pg->page_size;
+		pthread_mutex_lock(&pg->defer_lock);
+		st->swap_kept_bytes = pg->ndeferred * pg->page_size;
+		pthread_mutex_unlock(&pg->defer_lock);
 		return;
+	}
 	memcached_get_stats(pg->backend, &ms);
 	st->remote_servers = ms.servers;
 	st->remote_servers_down = ms.servers_down;
@@ -96,11 +106,11 @@ static int keep_child_specs(struct paging *pg, const struct upg_config *cfg)
 	return 0;
 }
 
-static int paging_make(struct upg_ctx *ctx, struct backend *files);
+static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backend *inherit);
 
 int paging_create(struct upg_ctx *ctx)
 {
-	return paging_make(ctx, NULL);
+	return paging_make(ctx, NULL, NULL);
 }
 
 /* The parent's paging as the child got it: its queues and backend are
@@ -116,6 +126,14 @@ static void forget_parent(struct paging *old)
 		munmap((void *)old->zeros, PAGING_ZA_BYTES);
 	if (old->kick_fd >= 0)
 		close(old->kick_fd);
+	/* The pipes of the parent's other children. (Its own parent's end,
+	 * if it is a child itself, stays open: this child may read that
+	 * process's slots through the parent's files too.) */
+	if (old->fork_pipe[0] >= 0)
+		close(old->fork_pipe[0]);
+	for (unsigned i = 0; i < old->nforks; i++)
+		close(old->forks[i]);
+	free(old->deferred);
 	free(old->fe);
 	free(old->lru);
 	prefetch_forget(old);
@@ -137,16 +155,23 @@ int paging_fork_child(struct upg_ctx *ctx)
 	cfg->swap_files = old->child_swap;
 	cfg->remote_servers = old->remote;
 	datafile_forked(old->files);
-	ret = paging_make(ctx, old->files);
+	/* Swap files: the parent's are read at their slots, until this child
+	 * closes its end of the pipe (fork.c). Remote servers: the parent's
+	 * pages were all brought back. */
+	ret = paging_make(ctx, old->files, old->fork_pipe[1] >= 0 ? old->backend : NULL);
 	cfg->swap_files = NULL;
 	cfg->remote_servers = ctx->paging ? ctx->paging->remote : NULL;
-	if (ctx->paging)
+	if (ctx->paging) {
 		atomic_store(&ctx->paging->pinned_pages, atomic_load(&old->pinned_pages));
+		ctx->paging->parent_pipe = old->fork_pipe[1];
+	} else if (old->fork_pipe[1] >= 0) {
+		close(old->fork_pipe[1]);
+	}
 	forget_parent(old);
 	return ret;
 }
 
-static int paging_make(struct upg_ctx *ctx, struct backend *files)
+static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backend *inherit)
 {
 	const struct upg_config *cfg = &ctx->cfg;
 	struct paging *pg;
@@ -162,6 +187,8 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files)
 		return -ENOMEM;
 	pg->ctx = ctx;
 	pg->kick_fd = -1;
+	pg->fork_pipe[0] = pg->fork_pipe[1] = pg->parent_pipe = -1;
+	pthread_mutex_init(&pg->defer_lock, NULL);
 	pg->files = files;
 	ret = keep_child_specs(pg, cfg);
 	if (ret < 0)
@@ -189,7 +216,7 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files)
 		goto err;
 	}
 	pg->evict_ready = true;
-	ret = open_backend(pg, cfg);
+	ret = open_backend(pg, cfg, inherit);
 	if (ret < 0) {
 		pr_perr(ret, "cannot open the %s", cfg->remote_servers ? "remote servers" : "swap files");
 		goto err;
@@ -301,6 +328,12 @@ void paging_destroy(struct upg_ctx *ctx)
 	for (unsigned i = 0; i < pg->nchild_swap; i++)
 		free((char *)pg->child_swap[i].path);
 	free(pg->remote);
+	for (unsigned i = 0; i < pg->nforks; i++)
+		close(pg->forks[i]);
+	if (pg->parent_pipe >= 0)
+		close(pg->parent_pipe);
+	free(pg->deferred);
+	pthread_mutex_destroy(&pg->defer_lock);
 	free(pg);
 	ctx->paging = NULL;
 }
@@ -442,4 +475,93 @@ void paging_forget_page(struct paging *pg, struct upg_region *r, uint64_t idx, u
 	}
 	if (pg && slot1)
 		paging_discard(pg, slot1 - 1);
+}
+
+/* ---- slots a forked child may read ---- */
+
+void paging_discard(struct paging *pg, uint64_t slot)
+{
+	if (datafile_slot_is_file(slot))
+		return;
+	/* Sequentially consistent with paging_freeze(): a discard either sees
+	 * frozen, or is counted in discarding, which the freeze waits out. */
+	atomic_fetch_add(&pg->discarding, 1);
+	if (atomic_load(&pg->frozen)) {
+		pthread_mutex_lock(&pg->defer_lock);
+		if (pg->ndeferred == pg->deferred_cap) {
+			size_t cap = pg->deferred_cap ? 2 * pg->deferred_cap : 1024;
+			uint64_t *d = realloc(pg->deferred, cap * sizeof(*d));
+
+			if (d) {
+				pg->deferred = d;
+				pg->deferred_cap = cap;
+			}
+		}
+		/* Without memory for the list the slot stays used: lost space,
+		 * never lost data. */
+		if (pg->ndeferred < pg->deferred_cap)
+			pg->deferred[pg->ndeferred++] = slot;
+		pthread_mutex_unlock(&pg->defer_lock);
+	} else {
+		backend_discard(pg->backend, &slot, 1);
+	}
+	atomic_fetch_sub(&pg->discarding, 1);
+}
+
+int paging_freeze(struct paging *pg)
+{
+	/* The child's backend has our files and its own. */
+	if (swapfile_nfiles(pg->backend) + pg->nchild_swap > SWAP_MAX_FILES ||
+	    pg->nforks >= PAGING_MAX_FORKS)
+		return -EBUSY;
+	if (pipe2(pg->fork_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		pg->fork_pipe[0] = pg->fork_pipe[1] = -1;
+		return -errno;
+	}
+	atomic_fetch_add(&pg->frozen, 1);
+	while (atomic_load(&pg->discarding))
+		sched_yield();
+	return 0;
+}
+
+void paging_forked(struct paging *pg)
+{
+	if (pg->fork_pipe[0] < 0)
+		return;
+	close(pg->fork_pipe[1]);
+	pthread_mutex_lock(&pg->defer_lock);
+	pg->forks[pg->nforks++] = pg->fork_pipe[0];
+	pthread_mutex_unlock(&pg->defer_lock);
+	pg->fork_pipe[0] = pg->fork_pipe[1] = -1;
+}
+
+void paging_forks_check(struct paging *pg)
+{
+	uint64_t *slots = NULL;
+	size_t n = 0;
+	char c;
+
+	if (!atomic_load_explicit(&pg->frozen, memory_order_relaxed))
+		return;
+	pthread_mutex_lock(&pg->defer_lock);
+	for (unsigned i = 0; i < pg->nforks;) {
+		/* EOF: every holder of the write end is gone. */
+		if (read(pg->forks[i], &c, 1) == 0) {
+			close(pg->forks[i]);
+			pg->forks[i] = pg->forks[--pg->nforks];
+			if (atomic_fetch_sub(&pg->frozen, 1) == 1) {
+				slots = pg->deferred;
+				n = pg->ndeferred;
+				pg->deferred = NULL;
+				pg->ndeferred = pg->deferred_cap = 0;
+			}
+		} else {
+			i++;
+		}
+	}
+	pthread_mutex_unlock(&pg->defer_lock);
+	for (size_t i = 0; i < n; i += PAGING_BATCH)
+		backend_discard(pg->backend, slots + i,
+				n - i < PAGING_BATCH ? (unsigned)(n - i) : PAGING_BATCH);
+	free(slots);
 }

@@ -54,6 +54,9 @@ struct prefetcher;
 #define PAGING_HANDLER_BUFS 640u
 /* Sequential streams each handler follows at once (several threads scanning). */
 #define PAGING_RA_STREAMS 4u
+/* Children at once that read their parent's swap (fork.c); beyond, a fork
+ * brings every page back into memory first. */
+#define PAGING_MAX_FORKS 64u
 /* The most zero-ahead maps at once: 64 pages of 4 KiB. */
 #define PAGING_ZA_BYTES (256u << 10)
 
@@ -90,10 +93,23 @@ struct paging {
 	 * reclaim that cannot happen. Cleared by the next write that works. */
 	atomic_bool swap_stuck;
 	/* fork (fork.c): while hold > 0 the reclaimer parks between batches
-	 * (parked says it has) and the budget is not enforced, so that every
-	 * page can be brought back into the mapping the child will copy. */
+	 * (parked says it has: the cooling pool is empty) and the budget is
+	 * not enforced, for the moment of the fork. */
 	_Atomic unsigned hold;
 	atomic_bool parked;
+	/* Children may still read our swap slots (fork.c): while frozen > 0,
+	 * slots that die are kept (deferred) instead of freed. Each child
+	 * holds the write end of a pipe whose read end is in forks[]: it
+	 * closes when the child exits or executes. */
+	_Atomic unsigned frozen;
+	_Atomic unsigned discarding;    /* paging_discard() calls in progress */
+	pthread_mutex_t defer_lock;
+	uint64_t *deferred;
+	size_t ndeferred, deferred_cap;
+	int fork_pipe[2];               /* made by prepare, for the next child */
+	int forks[PAGING_MAX_FORKS];
+	unsigned nforks;
+	int parent_pipe;                /* in a child: its end of the parent's pipe, or -1 */
 	/* Dirty tracking pays a write-protect fault for each first write to
 	 * a page brought back clean. When most such pages get written anyway,
 	 * bringing them back writable (dirty) is cheaper; a few still come
@@ -288,13 +304,18 @@ const char *evict_path_name(uint32_t path);
 void *paging_reclaimer_main(void *arg);
 void paging_kick(struct paging *pg);
 
-/* The page at slot is dead: a swap slot is discarded; a data-file page
- * stays where it is (the file is the truth). */
-static inline void paging_discard(struct paging *pg, uint64_t slot)
-{
-	if (!datafile_slot_is_file(slot))
-		backend_discard(pg->backend, &slot, 1);
-}
+/* The page at slot is dead: a swap slot is discarded (later, while a child
+ * may read it: fork.c); a data-file page stays where it is (the file is the
+ * truth). */
+void paging_discard(struct paging *pg, uint64_t slot);
+/* fork (fork.c), swap files only: stop discarding slots, and make the pipe
+ * the next child holds; 0, or -errno (then nothing changed: too many files
+ * or children for the child to read ours). */
+int paging_freeze(struct paging *pg);
+/* In the parent after the fork: watch the child's end of the pipe. */
+void paging_forked(struct paging *pg);
+/* The reclaimer, now and then: children gone let slots go again. */
+void paging_forks_check(struct paging *pg);
 
 /* Of a pair of queues (swap, data files), the one that moves slot. */
 static inline struct backend_queue *paging_queue(struct backend_queue *swap,

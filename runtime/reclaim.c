@@ -463,6 +463,8 @@ void *paging_reclaimer_main(void *arg)
 	while (!atomic_load(&pg->stop)) {
 		unsigned progress = 0;
 
+		paging_forks_check(pg);
+
 		/* fork: no new evictions; the cooling pool is written out and
 		 * emptied, then the reclaimer stays parked. */
 		if (atomic_load(&pg->hold)) {

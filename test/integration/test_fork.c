@@ -63,6 +63,25 @@ static void swapdir_remove(void)
 		rmdir(swapdir);
 }
 
+/* A context paging under LIMIT to a swap file in a directory of its own,
+ * with the features in mask ignored. */
+static upg_ctx *paging_ctx(uint64_t mask)
+{
+	static struct upg_swap_file sf = { .size = 256 * MiB };
+	struct upg_config cfg;
+
+	snprintf(swapdir, sizeof(swapdir), "%s/upager-fork-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
+	cr_assert_not_null(mkdtemp(swapdir), "mkdtemp %s: %s", swapdir, strerror(errno));
+	sf.path = swapdir;
+	upg_config_init(&cfg);
+	cfg.mem_limit = LIMIT;
+	cfg.swap_files = &sf;
+	cfg.nswap_files = 1;
+	cfg.feature_mask = mask;
+	return ctx_new(&cfg);
+}
+
 /* What the child checks, each failure its own exit status (no cr_assert in
  * a child). */
 enum child_fail {
@@ -70,13 +89,18 @@ enum child_fail {
 	CHILD_OVER_BUDGET, CHILD_STATS,
 };
 
-static int child(upg_ctx *ctx, upg_region *r, uint8_t *base, size_t ps, uint32_t path)
+static int child(upg_ctx *ctx, upg_region *r, uint8_t *base, size_t ps, uint32_t path, int go)
 {
 	struct upg_stats st = { .size = sizeof(st) };
 	uint64_t pages = SET / ps, slack = 128 * ps;
+	char c;
 
 	if (upg_ctx_fork_child(ctx) < 0)
 		return CHILD_NO_CONTEXT;
+	/* Once the parent has rewritten everything: its old slots died
+	 * meanwhile, and must still hold what the child reads. */
+	if (read(go, &c, 1) != 1)
+		return CHILD_STATS;
 	if (check_pages(base, ps, 0, pages, 1) >= 0)
 		return CHILD_PARENT_DATA;
 	if (upg_stats_get(ctx, &st) < 0)
@@ -110,31 +134,20 @@ static int child(upg_ctx *ctx, upg_region *r, uint8_t *base, size_t ps, uint32_t
 static void both_page(uint64_t mask, uint64_t needs, uint32_t parent_path, uint32_t child_path)
 {
 	uint64_t probed = features_or_skip();
-	struct upg_swap_file sf = { .size = 256 * MiB };
-	struct upg_config cfg;
 	struct upg_stats st;
 	size_t ps = itest_page();
 	uint64_t pages = SET / ps;
 	upg_region *r;
 	upg_ctx *ctx;
 	uint8_t *base;
-	int status;
+	int status, go[2];
 	pid_t pid;
 
 	skip_forked_threads_under_tsan();
 	if ((probed & needs) != needs)
 		cr_skip_test("this eviction path needs userfaultfd's %s, which this kernel lacks",
 			     upg_feature_name(1ull << __builtin_ctzll(needs & ~probed)));
-	snprintf(swapdir, sizeof(swapdir), "%s/upager-fork-XXXXXX",
-		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
-	cr_assert_not_null(mkdtemp(swapdir), "mkdtemp %s: %s", swapdir, strerror(errno));
-	sf.path = swapdir;
-	upg_config_init(&cfg);
-	cfg.mem_limit = LIMIT;
-	cfg.swap_files = &sf;
-	cfg.nswap_files = 1;
-	cfg.feature_mask = mask;
-	ctx = ctx_new(&cfg);
+	ctx = paging_ctx(mask);
 	st = stats_of(ctx);
 	cr_assert_eq(st.evict_path, parent_path);
 	r = region_new(ctx, SET, 0);
@@ -142,19 +155,30 @@ static void both_page(uint64_t mask, uint64_t needs, uint32_t parent_path, uint3
 	fill_pages(base, ps, 0, pages, 1);
 	stats_wait(ctx, st, st.swap_outs > pages / 2, 10000);
 
+	cr_assert_eq(pipe(go), 0);
 	cr_assert_eq(upg_ctx_fork_prepare(ctx), 0);
 	pid = fork();
 	cr_assert_neq(pid, -1);
 	if (pid == 0)
-		_exit(child(ctx, r, base, ps, child_path));
+		_exit(child(ctx, r, base, ps, child_path, go[0]));
 	upg_ctx_fork_parent(ctx);
+	/* The fork read nothing back: the parent holds what it held. */
+	st = stats_of(ctx);
+	cr_assert_leq(st.resident_bytes + st.cooling_bytes, LIMIT + 128 * ps,
+		      "the parent holds %llu KiB at the fork",
+		      (unsigned long long)(st.resident_bytes + st.cooling_bytes) >> 10);
 	fill_pages(base, ps, 0, pages, 3);
 	cr_assert_eq(check_pages(base, ps, 0, pages, 3), -1, "the parent lost its writes");
+	st = stats_of(ctx);
+	cr_assert_gt(st.swap_kept_bytes, 0, "no slot kept for the child");
+	cr_assert_eq(write(go[1], "g", 1), 1);
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		  "the child failed: status %#x (exit %d: see enum child_fail)", status,
 		  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	cr_assert_eq(check_pages(base, ps, 0, pages, 3), -1, "the child's writes showed in the parent");
+	/* The child gone, the slots kept for it are freed. */
+	stats_wait(ctx, st, st.swap_kept_bytes == 0, 5000);
 	st = stats_of(ctx);
 	cr_assert_leq(st.resident_bytes + st.cooling_bytes, LIMIT + 128 * ps,
 		      "the parent holds %llu KiB after the fork",
@@ -176,4 +200,71 @@ Test(fork, both_page_wp, .timeout = 120, .fini = swapdir_remove)
 Test(fork, both_page_mprotect, .timeout = 120, .fini = swapdir_remove)
 {
 	both_page(UPG_FEAT_MOVE | UPG_FEAT_WP, 0, UPG_EVICT_MPROTECT, UPG_EVICT_MPROTECT);
+}
+
+/* A child that forks in turn: the grandchild reads pages out in both the
+ * child's swap file and the parent's, through the child's. */
+static int middle(upg_ctx *ctx, uint8_t *base, size_t ps)
+{
+	uint64_t pages = SET / ps;
+	int status;
+	pid_t pid;
+
+	if (upg_ctx_fork_child(ctx) < 0)
+		return CHILD_NO_CONTEXT;
+	fill_pages(base, ps, 0, pages / 2, 2);  /* paged out to the child's own file */
+	if (upg_ctx_fork_prepare(ctx) < 0)
+		return CHILD_STATS;
+	pid = fork();
+	if (pid == 0) {
+		if (upg_ctx_fork_child(ctx) < 0)
+			_exit(CHILD_NO_CONTEXT);
+		if (check_pages(base, ps, 0, pages / 2, 2) >= 0 ||
+		    check_pages(base, ps, pages / 2, pages - pages / 2, 1) >= 0)
+			_exit(CHILD_PARENT_DATA);
+		fill_pages(base, ps, 0, pages, 4);
+		_exit(check_pages(base, ps, 0, pages, 4) >= 0 ? CHILD_OWN_DATA : 0);
+	}
+	upg_ctx_fork_parent(ctx);
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return CHILD_STATS;
+	if (WEXITSTATUS(status))
+		return 20 + WEXITSTATUS(status);
+	if (check_pages(base, ps, 0, pages / 2, 2) >= 0 ||
+	    check_pages(base, ps, pages / 2, pages - pages / 2, 1) >= 0)
+		return CHILD_OWN_DATA;
+	return 0;
+}
+
+Test(fork, grandchild_reads_two_swap_files, .timeout = 120, .fini = swapdir_remove)
+{
+	struct upg_stats st;
+	size_t ps = itest_page();
+	uint64_t pages = SET / ps;
+	upg_region *r;
+	upg_ctx *ctx;
+	uint8_t *base;
+	int status;
+	pid_t pid;
+
+	skip_forked_threads_under_tsan();
+	features_or_skip();
+	ctx = paging_ctx(0);
+	r = region_new(ctx, SET, 0);
+	base = upg_region_addr(r);
+	fill_pages(base, ps, 0, pages, 1);
+	stats_wait(ctx, st, st.swap_outs > pages / 2, 10000);
+	cr_assert_eq(upg_ctx_fork_prepare(ctx), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0)
+		_exit(middle(ctx, base, ps));
+	upg_ctx_fork_parent(ctx);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "status %#x (exit %d: 20 + the grandchild's; see enum child_fail)", status,
+		  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	cr_assert_eq(check_pages(base, ps, 0, pages, 1), -1);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
 }

@@ -10,7 +10,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "itest.h"
 
@@ -350,64 +349,6 @@ Test(swap, wp_dontneed_4t, .timeout = 120, .fini = swapdir_remove)
 Test(swap, mprotect_dontneed_4t, .timeout = 120, .fini = swapdir_remove)
 {
 	run_matrix(UPG_EVICT_MPROTECT, UPG_POLICY_COOLING, 4, 8);
-}
-
-/* ------------------------------------------------------------------------
- * fork with upg_ctx_fork_prepare/parent/child: the child sees everything
- * the parent wrote, paged out or not; then each side sees only its own
- * writes, and the parent keeps paging.
- */
-static void fork_case(uint32_t path)
-{
-	upg_ctx *ctx = swap_ctx(path, UPG_POLICY_COOLING, 0);
-	size_t ps = itest_page();
-	uint64_t n = 4 * LIMIT / ps;
-	upg_region *r = region_new(ctx, n * ps, 0);
-	uint8_t *base = upg_region_addr(r);
-	struct upg_stats st;
-	int status;
-	pid_t pid;
-
-	fill_pages(base, ps, 0, n, 1);
-	st = stats_of(ctx);
-	cr_assert_gt(st.evicted, 0, "nothing was paged out before the fork");
-	cr_assert_eq(upg_ctx_fork_prepare(ctx), 0);
-	pid = fork();
-	cr_assert_neq(pid, -1);
-	if (pid == 0) {
-		upg_ctx_fork_child(ctx);
-		if (check_pages(base, ps, 0, n, 1) >= 0)
-			_exit(1);
-		fill_pages(base, ps, 0, n, 2);
-		_exit(check_pages(base, ps, 0, n, 2) >= 0 ? 2 : 0);
-	}
-	upg_ctx_fork_parent(ctx);
-	fill_pages(base, ps, 0, n, 3);
-	cr_assert_eq(check_pages(base, ps, 0, n, 3), -1);
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "child saw wrong data (status %#x)", status);
-	cr_assert_eq(check_pages(base, ps, 0, n, 3), -1, "the child's writes showed in the parent");
-	st = stats_settle(ctx, 200, 10000);
-	cr_assert_leq(st.resident_bytes + st.cooling_bytes, LIMIT + 64 * ps,
-		      "memory not back under the limit after the fork");
-	upg_region_destroy(r);
-	upg_ctx_destroy(ctx);
-}
-
-Test(swap, fork_move, .timeout = 120, .fini = swapdir_remove)
-{
-	fork_case(UPG_EVICT_MOVE);
-}
-
-Test(swap, fork_wp, .timeout = 120, .fini = swapdir_remove)
-{
-	fork_case(UPG_EVICT_WP);
-}
-
-Test(swap, fork_mprotect, .timeout = 120, .fini = swapdir_remove)
-{
-	fork_case(UPG_EVICT_MPROTECT);
 }
 
 /* ------------------------------------------------------------------------

@@ -33,8 +33,11 @@ while [ "$(persistence rdb_bgsave_in_progress)" != 0 ]; do
 	[ $(($(date +%s) - start)) -lt 200 ] || fail "BGSAVE still running after 200 s"
 	sleep 0.2
 done
-echo "redis: BGSAVE took $(($(date +%s) - start)) s"
+hwm=$(awk '/^VmHWM/ { print int($2 / 1024) }' /proc/$pid/status)
+echo "redis: BGSAVE took $(($(date +%s) - start)) s; peak RSS since start ${hwm} MiB"
 [ "$(persistence rdb_last_bgsave_status)" = ok ] || fail "BGSAVE failed"
+# The fork read nothing back: the parent's peak stayed within the budget.
+[ "$hwm" -le $((mem + 40)) ] || fail "peak RSS ${hwm} MiB across BGSAVE above the budget + 40 MiB"
 redis-check-rdb "$WORK/dump.rdb" >"$WORK/check.log" 2>&1 || { cat "$WORK/check.log"; fail "redis-check-rdb rejects the RDB"; }
 [ "$(cli debug digest)" = "$digest" ] || fail "the data set changed across BGSAVE"
 stop $pid

@@ -959,3 +959,49 @@ Test(swapfile, consecutive_slots_merge, .timeout = 30)
 	free(w);
 	free(out);
 }
+
+/* A forked child's backend (swapfile_config.inherit) reads the parent's
+ * pages at the parent's slots, allocates only in files of its own, and
+ * never frees or punches the parent's slots. */
+Test(swapfile, inherit_reads_the_parent_never_frees_its_slots, .timeout = 30)
+{
+	const char *ppath = path_in_dir("parent");
+	struct backend *parent = open1(ppath, 4 * CLUSTER_BYTES, PS), *child;
+	struct swapfile_spec sp = { .path = dir, .size = 2 * CLUSTER_BYTES };
+	struct swapfile_config cfg = { .page_size = PS, .count = 1, .files = &sp, .inherit = parent };
+	struct backend_queue *pq, *cq;
+	uint64_t s[128], own[64];
+	uint32_t crcs[128], own_crcs[64];
+	struct stat st0, st1;
+
+	cr_assert_eq(backend_alloc_slots(parent, 128, s), 128);
+	cr_assert_eq(backend_queue_open(parent, 32, &pq), 0);
+	roundtrip(parent, pq, s, 128, 5, crcs);
+	cr_assert_eq(stat(ppath, &st0), 0);
+
+	cr_assert_eq(swapfile_open(&cfg, &child), 0);
+	cr_assert_eq(backend_queue_open(child, 32, &cq), 0);
+	verify(child, cq, s, crcs, 128, 5, 0);
+	cr_assert_eq(stats(child).slots_total, 2 * SWAP_CLUSTER_SLOTS, "only its own file counts");
+	/* Its own slots lie in its own file, after the parent's. */
+	cr_assert_eq(backend_alloc_slots(child, 64, own), 64);
+	for (unsigned i = 0; i < 64; i++)
+		cr_assert_eq(swap_slot_file(own[i]), 1, "slot %#llx", (unsigned long long)own[i]);
+	roundtrip(child, cq, own, 64, 6, own_crcs);
+	/* Freeing the parent's slots in the child changes nothing there. */
+	backend_discard(child, s, 128);
+	backend_free_slots(child, s, 64);
+	cr_assert_eq(stats(child).bad_frees, 0);
+	cr_assert_eq(stats(child).holes_punched, 0);
+	cr_assert_eq(stat(ppath, &st1), 0);
+	cr_assert_eq(st1.st_blocks, st0.st_blocks, "the parent's file was punched");
+	verify(parent, pq, s, crcs, 128, 5, 0);
+	verify(child, cq, s, crcs, 128, 5, 0);
+	/* Its own slots free as usual. */
+	backend_discard(child, own, 64);
+	cr_assert_eq(stats(child).slots_used, 0);
+	backend_queue_close(cq);
+	backend_close(child);
+	backend_queue_close(pq);
+	backend_close(parent);
+}
