@@ -28,6 +28,7 @@
 #define LOG_PREFIX "fork: "
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -63,7 +64,8 @@ static uint64_t bring_back(struct upg_region *r)
 	uintptr_t base = region_base(r);
 	uint64_t out = 0;
 
-	for (uint64_t i = 0; i < r->npages; i++) {
+	for (uint64_t i = region_next_touched(r, 0); i < r->npages;
+	     i = (i + 1) % REGION_WORDS_PER_PAGE ? i + 1 : region_next_touched(r, i + 1)) {
 		uint64_t w = pg_load(&r->state[i]);
 
 		switch (pg_state(w)) {
@@ -120,7 +122,8 @@ static void own_pages(struct upg_region *r)
 {
 	uintptr_t base = region_base(r);
 
-	for (uint64_t i = 0; i < r->npages; i++)
+	for (uint64_t i = region_next_touched(r, 0); i < r->npages;
+	     i = (i + 1) % REGION_WORDS_PER_PAGE ? i + 1 : region_next_touched(r, i + 1))
 		if (pg_state(pg_load(&r->state[i])) == PG_RESIDENT)
 			__atomic_fetch_or((uint8_t *)(base + (i << r->page_shift)), 0,
 					  __ATOMIC_RELAXED);
@@ -197,7 +200,8 @@ static void adopt_pages(struct upg_ctx *ctx, struct upg_region *r)
 
 	pthread_mutex_init(&r->lock, NULL);
 	atomic_store(&r->snap, NULL);       /* the parent's, with its thread */
-	for (uint64_t i = 0; i < r->npages; i++) {
+	for (uint64_t i = region_next_touched(r, 0); i < r->npages;
+	     i = (i + 1) % REGION_WORDS_PER_PAGE ? i + 1 : region_next_touched(r, i + 1)) {
 		uint64_t w = pg_load(&r->state[i]);
 
 		if (w)

@@ -84,6 +84,8 @@ static void scan_for_candidates(struct paging *pg, unsigned want)
 			pg->scan_index = 0;
 		}
 		r = region_by_id(ctx, pg->scan_region);
+		if (r && pg->scan_index % REGION_WORDS_PER_PAGE == 0)
+			pg->scan_index = region_next_touched(r, pg->scan_index);
 		if (!r || pg->scan_index >= r->npages) {
 			pg->scan_region++;
 			pg->scan_index = 0;

@@ -298,6 +298,33 @@ static int for_each_mapped(struct upg_region *r, int (*fn)(struct upg_region *, 
 	return ret;
 }
 
+uint64_t region_next_touched(const struct upg_region *r, uint64_t idx)
+{
+	enum { VEC = 256 };
+	size_t mapped = (r->state_bytes + 4095) & ~(size_t)4095;
+	unsigned char vec[VEC];
+
+	if (!r->state_mapped)
+		return idx;
+	while (idx < r->npages) {
+		uint64_t first = idx / REGION_WORDS_PER_PAGE * REGION_WORDS_PER_PAGE;
+		size_t len = mapped - first * sizeof(page_word);
+
+		if (len > (size_t)VEC * 4096)
+			len = (size_t)VEC * 4096;
+		if (mincore(&r->state[first], len, vec) < 0)
+			return idx;
+		for (size_t k = 0; k < len / 4096; k++) {
+			uint64_t at = first + k * REGION_WORDS_PER_PAGE;
+
+			if ((vec[k] & 1) && at + REGION_WORDS_PER_PAGE > idx)
+				return at > idx ? at : idx;
+		}
+		idx = first + len / sizeof(page_word);
+	}
+	return r->npages;
+}
+
 static int register_part(struct upg_region *r, void *addr, size_t len)
 {
 	int ret = uffd_register(r->ctx->uffd, addr, len, r->ctx->register_mode);

@@ -109,6 +109,17 @@ void region_remapped(struct upg_region *r, uintptr_t from, uintptr_t to, uint64_
  */
 uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next);
 
+/* Words per page of a state array. */
+#define REGION_WORDS_PER_PAGE (4096 / sizeof(page_word))
+/*
+ * The first page index from idx on whose word may be other than PG_NONE,
+ * or r->npages. A large region's state array is a mapping of its own whose
+ * pages never touched are zeros: walks over every page (the reclaimer's
+ * scan, fork) skip them without reading them (a read would map them, and a
+ * region of 64 GiB has 128 MiB of words). Call it at idx and at every
+ * multiple of REGION_WORDS_PER_PAGE.
+ */
+uint64_t region_next_touched(const struct upg_region *r, uint64_t idx);
 /* Register what the application still maps of r with r->ctx->uffd (a
  * forked child's new one: fork.c). */
 int region_register(struct upg_region *r);

@@ -70,6 +70,8 @@ static upg_ctx *paging_ctx(uint64_t mask)
 	static struct upg_swap_file sf = { .size = 256 * MiB };
 	struct upg_config cfg;
 
+	skip_forked_threads_under_tsan();
+	features_or_skip();
 	snprintf(swapdir, sizeof(swapdir), "%s/upager-fork-XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp");
 	cr_assert_not_null(mkdtemp(swapdir), "mkdtemp %s: %s", swapdir, strerror(errno));
@@ -247,8 +249,6 @@ Test(fork, grandchild_reads_two_swap_files, .timeout = 120, .fini = swapdir_remo
 	int status;
 	pid_t pid;
 
-	skip_forked_threads_under_tsan();
-	features_or_skip();
 	ctx = paging_ctx(0);
 	r = region_new(ctx, SET, 0);
 	base = upg_region_addr(r);
@@ -265,6 +265,48 @@ Test(fork, grandchild_reads_two_swap_files, .timeout = 120, .fini = swapdir_remo
 		  "status %#x (exit %d: 20 + the grandchild's; see enum child_fail)", status,
 		  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	cr_assert_eq(check_pages(base, ps, 0, pages, 1), -1);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+}
+
+/* A large sparse region (its page words in a mapping touched only where
+ * pages were): pages at its two ends, one paged out, come through the fork
+ * and the walks that skip untouched words. */
+Test(fork, sparse_region_ends, .timeout = 60, .fini = swapdir_remove)
+{
+	size_t ps = itest_page();
+	uint64_t size = 64 * GiB, last = size / ps - 1, pages = SET / ps;
+	upg_region *r, *fill;
+	upg_ctx *ctx;
+	uint8_t *base;
+	int status;
+	pid_t pid;
+
+	ctx = paging_ctx(0);
+	r = region_new(ctx, size, 0);
+	base = upg_region_addr(r);
+	fill_pages(base, ps, 0, 1, 1);
+	fill_pages(base, ps, last, 1, 1);
+	/* Push both out with a working set of their size. */
+	fill = region_new(ctx, SET, 0);
+	fill_pages(upg_region_addr(fill), ps, 0, pages, 2);
+	cr_assert_eq(upg_ctx_fork_prepare(ctx), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		if (upg_ctx_fork_child(ctx) < 0)
+			_exit(CHILD_NO_CONTEXT);
+		if (check_pages(base, ps, 0, 1, 1) >= 0 || check_pages(base, ps, last, 1, 1) >= 0 ||
+		    check_zero(base, ps, last / 2, 1) >= 0)
+			_exit(CHILD_PARENT_DATA);
+		_exit(check_pages(upg_region_addr(fill), ps, 0, pages, 2) >= 0 ? CHILD_PARENT_DATA : 0);
+	}
+	upg_ctx_fork_parent(ctx);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed: status %#x",
+		  status);
+	cr_assert_eq(check_pages(base, ps, last, 1, 1), -1);
+	upg_region_destroy(fill);
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
 }
