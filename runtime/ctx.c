@@ -81,6 +81,18 @@ uint64_t upg_ctx_features(const upg_ctx *ctx)
 #define CTX_WANTED (UPG_FEAT_WP | UPG_FEAT_MOVE | UPG_FEAT_POISON | UPG_FEAT_EVENT_REMAP | \
 		    UPG_FEAT_EVENT_REMOVE | UPG_FEAT_EVENT_UNMAP | UPG_FEAT_THREAD_ID)
 
+void ctx_locks_init(upg_ctx *ctx)
+{
+	pthread_mutexattr_t attr;
+
+	pthread_mutex_init(&ctx->lock, NULL);
+	/* Adaptive: held for one read(2); a waiter spins first. */
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(&ctx->read_lock, &attr);
+	pthread_mutexattr_destroy(&attr);
+}
+
 int ctx_open_uffd(upg_ctx *ctx)
 {
 	ctx->uffd = uffd_open(uffd_kernel_features(ctx->features & CTX_WANTED), ctx->features);
@@ -165,16 +177,7 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 	ret = registry_init(&ctx->registry);
 	if (ret < 0)
 		goto err_close;
-	pthread_mutex_init(&ctx->lock, NULL);
-	{
-		pthread_mutexattr_t attr;
-
-		/* Adaptive: held for one read(2); a waiter spins first. */
-		pthread_mutexattr_init(&attr);
-		pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-		pthread_mutex_init(&ctx->read_lock, &attr);
-		pthread_mutexattr_destroy(&attr);
-	}
+	ctx_locks_init(ctx);
 	ctx->by_id = mmap(NULL, UPG_MAX_REGIONS * sizeof(*ctx->by_id), PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (ctx->by_id == MAP_FAILED) {

@@ -59,6 +59,9 @@ struct upg_ctx {
 	unsigned nhandlers;
 };
 
+/* Initialise ctx->lock and ctx->read_lock (creation, and a forked child,
+ * where a thread of the parent may have held them). */
+void ctx_locks_init(struct upg_ctx *ctx);
 /* Open ctx->uffd with the features of ctx->features the context wants, and
  * set the registration mode that goes with them. */
 int ctx_open_uffd(struct upg_ctx *ctx);

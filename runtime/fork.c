@@ -64,8 +64,7 @@ static uint64_t bring_back(struct upg_region *r)
 	uintptr_t base = region_base(r);
 	uint64_t out = 0;
 
-	for (uint64_t i = region_next_touched(r, 0); i < r->npages;
-	     i = (i + 1) % REGION_WORDS_PER_PAGE ? i + 1 : region_next_touched(r, i + 1)) {
+	for (uint64_t i = region_next_touched(r, 0); i < r->npages; i = region_walk_next(r, i)) {
 		uint64_t w = pg_load(&r->state[i]);
 
 		switch (pg_state(w)) {
@@ -122,8 +121,7 @@ static void own_pages(struct upg_region *r)
 {
 	uintptr_t base = region_base(r);
 
-	for (uint64_t i = region_next_touched(r, 0); i < r->npages;
-	     i = (i + 1) % REGION_WORDS_PER_PAGE ? i + 1 : region_next_touched(r, i + 1))
+	for (uint64_t i = region_next_touched(r, 0); i < r->npages; i = region_walk_next(r, i))
 		if (pg_state(pg_load(&r->state[i])) == PG_RESIDENT)
 			__atomic_fetch_or((uint8_t *)(base + (i << r->page_shift)), 0,
 					  __ATOMIC_RELAXED);
@@ -200,8 +198,7 @@ static void adopt_pages(struct upg_ctx *ctx, struct upg_region *r)
 
 	pthread_mutex_init(&r->lock, NULL);
 	atomic_store(&r->snap, NULL);       /* the parent's, with its thread */
-	for (uint64_t i = region_next_touched(r, 0); i < r->npages;
-	     i = (i + 1) % REGION_WORDS_PER_PAGE ? i + 1 : region_next_touched(r, i + 1)) {
+	for (uint64_t i = region_next_touched(r, 0); i < r->npages; i = region_walk_next(r, i)) {
 		uint64_t w = pg_load(&r->state[i]);
 
 		if (w)
@@ -237,7 +234,6 @@ static void forget_parent_threads(upg_ctx *ctx)
 
 int upg_ctx_fork_child(upg_ctx *ctx)
 {
-	pthread_mutexattr_t attr;
 	int ret;
 
 	if (!ctx)
@@ -245,11 +241,7 @@ int upg_ctx_fork_child(upg_ctx *ctx)
 	if (ctx->uffd < 0)
 		return -EBADF;   /* let go already */
 	/* Locks a thread of the parent may have held at the fork. */
-	pthread_mutex_init(&ctx->lock, NULL);
-	pthread_mutexattr_init(&attr);
-	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-	pthread_mutex_init(&ctx->read_lock, &attr);
-	pthread_mutexattr_destroy(&attr);
+	ctx_locks_init(ctx);
 	pthread_mutex_init(&ctx->registry.lock, NULL);
 	segv_forked();
 	forget_parent_threads(ctx);

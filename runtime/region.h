@@ -116,10 +116,16 @@ uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next);
  * or r->npages. A large region's state array is a mapping of its own whose
  * pages never touched are zeros: walks over every page (the reclaimer's
  * scan, fork) skip them without reading them (a read would map them, and a
- * region of 64 GiB has 128 MiB of words). Call it at idx and at every
- * multiple of REGION_WORDS_PER_PAGE.
+ * region of 64 GiB has 128 MiB of words).
  */
 uint64_t region_next_touched(const struct upg_region *r, uint64_t idx);
+/* The page after idx in such a walk:
+ *   for (i = region_next_touched(r, 0); i < r->npages; i = region_walk_next(r, i)) */
+static inline uint64_t region_walk_next(const struct upg_region *r, uint64_t idx)
+{
+	idx++;
+	return idx % REGION_WORDS_PER_PAGE ? idx : region_next_touched(r, idx);
+}
 /* Register what the application still maps of r with r->ctx->uffd (a
  * forked child's new one: fork.c). */
 int region_register(struct upg_region *r);
