@@ -3,6 +3,7 @@
 #include "ctx.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,13 +94,15 @@ void ctx_locks_init(upg_ctx *ctx)
 	pthread_mutexattr_destroy(&attr);
 }
 
-int ctx_open_uffd(upg_ctx *ctx)
+int ctx_open_fds(upg_ctx *ctx)
 {
 	ctx->uffd = uffd_open(uffd_kernel_features(ctx->features & CTX_WANTED), ctx->features);
 	if (ctx->uffd < 0) {
 		pr_perr(ctx->uffd, "cannot open userfaultfd");
 		return ctx->uffd;
 	}
+	/* Without it (no /proc), walks read every word. */
+	ctx->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	ctx->register_mode = UFFDIO_REGISTER_MODE_MISSING |
 			     ((ctx->features & UPG_FEAT_WP) ? UFFDIO_REGISTER_MODE_WP : 0);
 	return 0;
@@ -139,7 +142,7 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
-	ctx->uffd = ctx->stop_fd = -1;
+	ctx->uffd = ctx->stop_fd = ctx->pagemap_fd = -1;
 	ret = config_copy(&ctx->cfg, cfg);
 	if (ret < 0)
 		goto err_free;
@@ -155,7 +158,7 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 		pr_err("userfaultfd cannot resolve missing faults here");
 		goto err_free;
 	}
-	ret = ctx_open_uffd(ctx);
+	ret = ctx_open_fds(ctx);
 	if (ret < 0)
 		goto err_free;
 	ctx->base_page_shift = (unsigned)__builtin_ctzl((unsigned long)sysconf(_SC_PAGESIZE));
@@ -211,6 +214,8 @@ err_close:
 	if (ctx->zero_src)
 		munmap((void *)ctx->zero_src, UPG_MAX_PAGE_SIZE);
 	close(ctx->uffd);
+	if (ctx->pagemap_fd >= 0)
+		close(ctx->pagemap_fd);
 err_free:
 	free(ctx);
 	return ret;
@@ -238,6 +243,8 @@ void upg_ctx_destroy(upg_ctx *ctx)
 	close(ctx->stop_fd);
 	munmap((void *)ctx->zero_src, UPG_MAX_PAGE_SIZE);
 	close(ctx->uffd);
+	if (ctx->pagemap_fd >= 0)
+		close(ctx->pagemap_fd);
 	free(ctx);
 }
 

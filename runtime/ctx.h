@@ -32,6 +32,7 @@ struct upg_ctx {
 	struct upg_config cfg;
 	int uffd;
 	int stop_fd;                /* eventfd: readable once the pool must stop */
+	int pagemap_fd;             /* /proc/self/pagemap, or -1 (region_next_touched) */
 	pthread_mutex_t read_lock;  /* orders reads of the uffd with events (handler.c) */
 	uint64_t features;          /* enum upg_feature bits in use */
 	uint64_t register_mode;     /* UFFDIO_REGISTER_MODE_* for new regions */
@@ -62,9 +63,10 @@ struct upg_ctx {
 /* Initialise ctx->lock and ctx->read_lock (creation, and a forked child,
  * where a thread of the parent may have held them). */
 void ctx_locks_init(struct upg_ctx *ctx);
-/* Open ctx->uffd with the features of ctx->features the context wants, and
- * set the registration mode that goes with them. */
-int ctx_open_uffd(struct upg_ctx *ctx);
+/* Open the descriptors that belong to this process (a forked child opens its
+ * own): ctx->uffd, with the features of ctx->features the context wants, and
+ * the registration mode that goes with them; ctx->pagemap_fd. */
+int ctx_open_fds(struct upg_ctx *ctx);
 /* Start the handler pool, the reclaimer and the prefetcher (creation, and a
  * forked child: fork.c). */
 int ctx_start(struct upg_ctx *ctx);

@@ -229,7 +229,9 @@ static void forget_parent_threads(upg_ctx *ctx)
 	ctx->nhandlers = 0;
 	close(ctx->uffd);
 	close(ctx->stop_fd);
-	ctx->uffd = ctx->stop_fd = -1;
+	if (ctx->pagemap_fd >= 0)
+		close(ctx->pagemap_fd);     /* it reads the parent's */
+	ctx->uffd = ctx->stop_fd = ctx->pagemap_fd = -1;
 }
 
 int upg_ctx_fork_child(upg_ctx *ctx)
@@ -247,7 +249,7 @@ int upg_ctx_fork_child(upg_ctx *ctx)
 	forget_parent_threads(ctx);
 
 	ctx->features &= ~UPG_FEAT_MOVE;    /* shared pages: see above */
-	ret = ctx_open_uffd(ctx);
+	ret = ctx_open_fds(ctx);
 	if (ret < 0)
 		goto err;
 	ctx->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "ctx.h"
 #include "log.h"
@@ -298,29 +299,36 @@ static int for_each_mapped(struct upg_region *r, int (*fn)(struct upg_region *, 
 	return ret;
 }
 
+/* Bits of a /proc/PID/pagemap entry: the page is in memory, or the kernel
+ * swapped it out (mincore would call that one untouched). */
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+
 uint64_t region_next_touched(const struct upg_region *r, uint64_t idx)
 {
 	enum { VEC = 256 };
-	size_t mapped = (r->state_bytes + 4095) & ~(size_t)4095;
-	unsigned char vec[VEC];
+	const uint64_t psize = 1ull << r->ctx->base_page_shift;
+	const uint64_t per_page = psize / sizeof(page_word);
+	int fd = r->ctx->pagemap_fd;
+	uint64_t ent[VEC];
 
-	if (!r->state_mapped)
+	if (!r->state_mapped || fd < 0)
 		return idx;
 	while (idx < r->npages) {
-		uint64_t first = idx / REGION_WORDS_PER_PAGE * REGION_WORDS_PER_PAGE;
-		size_t len = mapped - first * sizeof(page_word);
+		uint64_t first = idx / per_page * per_page;
+		uintptr_t at = (uintptr_t)&r->state[first];
+		uint64_t pages = (r->npages - first + per_page - 1) / per_page;
+		ssize_t got;
 
-		if (len > (size_t)VEC * 4096)
-			len = (size_t)VEC * 4096;
-		if (mincore(&r->state[first], len, vec) < 0)
+		if (pages > VEC)
+			pages = VEC;
+		got = pread(fd, ent, pages * sizeof(ent[0]), (off_t)(at / psize * sizeof(ent[0])));
+		if (got < (ssize_t)sizeof(ent[0]))
 			return idx;
-		for (size_t k = 0; k < len / 4096; k++) {
-			uint64_t at = first + k * REGION_WORDS_PER_PAGE;
-
-			if ((vec[k] & 1) && at + REGION_WORDS_PER_PAGE > idx)
-				return at > idx ? at : idx;
-		}
-		idx = first + len / sizeof(page_word);
+		for (uint64_t k = 0; k < (uint64_t)got / sizeof(ent[0]); k++, first += per_page)
+			if ((ent[k] & (PM_PRESENT | PM_SWAPPED)) && first + per_page > idx)
+				return first > idx ? first : idx;
+		idx = first;
 	}
 	return r->npages;
 }
@@ -474,7 +482,7 @@ void region_forget(struct upg_region *r, uintptr_t start, uintptr_t end)
 		return;
 	first = (start - base) >> r->page_shift;
 	last = (end - 1 - base) >> r->page_shift;
-	for (uint64_t i = first; i <= last; i++) {
+	for (uint64_t i = region_next_touched(r, first); i <= last; i = region_walk_next(r, i)) {
 		page_word *pw = &r->state[i];
 		uint64_t w = pg_load(pw), next;
 

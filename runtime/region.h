@@ -115,8 +115,9 @@ uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next);
  * The first page index from idx on whose word may be other than PG_NONE,
  * or r->npages. A large region's state array is a mapping of its own whose
  * pages never touched are zeros: walks over every page (the reclaimer's
- * scan, fork) skip them without reading them (a read would map them, and a
- * region of 64 GiB has 128 MiB of words).
+ * scan, fork, forgetting a range) skip them without reading them (a read
+ * would map them, and a region of 64 GiB has 128 MiB of words), as
+ * /proc/self/pagemap tells (where the kernel swapped words out too).
  */
 uint64_t region_next_touched(const struct upg_region *r, uint64_t idx);
 /* The page after idx in such a walk:
