@@ -377,6 +377,8 @@ static void print_memory(const char *when)
 /* --remote, --replicas: page to memcached servers instead of a swap file. */
 static const char *remote;
 static unsigned replicas = 1;
+/* --policy: how upager picks the pages to evict. */
+static uint32_t policy = UPG_POLICY_COOLING;
 
 /* The upager side: a context whose memory limit is the budget, paging to
  * one unlinked swap file in dir, or to the --remote servers. */
@@ -424,6 +426,7 @@ static unsigned char *upager_open(size_t wset, uint64_t budget, const char *dir,
 	int rc;
 
 	upg_config_init(&cfg);
+	cfg.policy = policy;
 	if (budget) {
 		rc = upager_config(&cfg, budget, dir, 2 * (uint64_t)wset);
 		if (rc == -EOPNOTSUPP)
@@ -457,6 +460,13 @@ static void upager_report(upg_ctx *ctx, uint64_t budget, const char *when)
 	       st.resident_bytes >> 20, st.faults, st.faults_read,
 	       st.faults_write, st.faults_wp, st.errors,
 	       upg_stats_latency_ns(&st, 0.5), upg_stats_latency_ns(&st, 0.99));
+	if (budget)
+		printf("upager paging after %s: major=%" PRIu64 " cooling=%" PRIu64
+		       " deferred=%" PRIu64 " swap_ins=%" PRIu64 " swap_outs=%" PRIu64
+		       " dropped_clean=%" PRIu64 " readahead=%" PRIu64 " (hits %" PRIu64
+		       ", waste %" PRIu64 ")\n", when, st.faults_major, st.faults_cooling,
+		       st.faults_deferred, st.swap_ins, st.swap_outs, st.dropped_clean,
+		       st.readahead_pages, st.readahead_hits, st.readahead_waste);
 	/* 1/16 of slack for reclaim running behind its watermarks. */
 	if (budget && st.resident_bytes > budget + budget / 16)
 		die("upager holds %" PRIu64 " MiB resident over a budget of %"
@@ -546,6 +556,7 @@ static _Noreturn void usage(int status)
 		"  -S, --swap DIR   where upager puts its swap file (with --mem)\n"
 		"  -R, --remote H:P,...  or the memcached servers it pages to\n"
 		"  -r, --replicas N copies of each page on the servers (1 or 2)\n"
+		"  -P, --policy P   upager's eviction policy: cooling (default) or fifo\n"
 		"  -w, --wset SIZE  working set (default 2G)\n"
 		"  -d, --duration S seconds per phase (default 10)\n"
 		"  -n, --ops N      operations per phase instead of a duration\n"
@@ -566,6 +577,7 @@ int main(int argc, char **argv)
 		{ "swap", required_argument, NULL, 'S' },
 		{ "remote", required_argument, NULL, 'R' },
 		{ "replicas", required_argument, NULL, 'r' },
+		{ "policy", required_argument, NULL, 'P' },
 		{ "wset", required_argument, NULL, 'w' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "ops", required_argument, NULL, 'n' },
@@ -599,7 +611,7 @@ int main(int argc, char **argv)
 		     "which runs it (--help for its options)");
 		return 0;
 	}
-	while ((opt = getopt_long(argc, argv, "m:S:R:r:w:d:n:p:o:s:h", longopts,
+	while ((opt = getopt_long(argc, argv, "m:S:R:r:P:w:d:n:p:o:s:h", longopts,
 				  NULL)) != -1) {
 		switch (opt) {
 		case 'K': case 'U': mode = opt; break;
@@ -610,6 +622,14 @@ int main(int argc, char **argv)
 			replicas = (unsigned)strtoul(optarg, &end, 10);
 			if (*end || replicas < 1 || replicas > 2)
 				die_status(2, "--replicas: 1 or 2");
+			break;
+		case 'P':
+			if (!strcmp(optarg, "cooling"))
+				policy = UPG_POLICY_COOLING;
+			else if (!strcmp(optarg, "fifo"))
+				policy = UPG_POLICY_FIFO;
+			else
+				die_status(2, "--policy: cooling or fifo");
 			break;
 		case 'w': wset = parse_size(optarg, "--wset"); break;
 		case 'd':
