@@ -129,6 +129,13 @@ void config_read(struct preload_config *cfg)
 			preload_die("UPAGER_THREADS=%s: a number of handler threads, 0 to 1024 (0 = one per CPU)", s);
 		cfg->threads = (unsigned)v;
 	}
+	s = getenv("UPAGER_POLICY");
+	if (!s || !strcmp(s, "cooling"))
+		cfg->policy = UPG_POLICY_COOLING;
+	else if (!strcmp(s, "fifo"))
+		cfg->policy = UPG_POLICY_FIFO;
+	else
+		preload_die("UPAGER_POLICY=%s: cooling or fifo", s);
 	cfg->remote = getenv("UPAGER_REMOTE");
 	if (cfg->remote && !*cfg->remote)
 		cfg->remote = NULL;

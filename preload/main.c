@@ -124,6 +124,7 @@ static void make_context(void)
 
 	upg_config_init(&cfg);
 	cfg.handler_threads = c->threads;
+	cfg.policy = c->policy;
 	cfg.mem_limit = c->mem;
 	if (c->mem && c->remote) {
 		cfg.remote_servers = c->remote;

@@ -40,6 +40,7 @@ struct preload_config {
 	const char *remote;         /* UPAGER_REMOTE: memcached servers, instead of swap */
 	unsigned replicas;          /* UPAGER_REPLICAS: 1 or 2 */
 	unsigned threads;           /* UPAGER_THREADS; 0 = one per CPU */
+	uint32_t policy;            /* UPAGER_POLICY: enum upg_policy */
 	bool stats;                 /* UPAGER_STATS: summary on stderr at exit */
 	uint64_t mmap_threshold;    /* UPAGER_MMAP_THRESHOLD, bytes */
 	const char *stats_dir;      /* UPAGER_STATS_DIR: where PID.stats lives */

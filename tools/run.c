@@ -20,7 +20,8 @@
 
 static const char run_usage[] =
 	"usage: upager run [--mem SIZE] [--swap PATH]... [--swap-size SIZE]\n"
-	"                  [--remote HOST:PORT,... [--replicas 1|2]] [--threads N] [--stats]\n"
+	"                  [--remote HOST:PORT,... [--replicas 1|2]] [--threads N]\n"
+	"                  [--policy cooling|fifo] [--stats]\n"
 	"                  -- PROGRAM [ARGS]\n\n"
 	"  --mem SIZE        memory budget for the program's heap and large mappings (512M, 2G)\n"
 	"  --swap PATH       where pages beyond the budget go: a directory (an unlinked file is\n"
@@ -30,6 +31,8 @@ static const char run_usage[] =
 	"  --remote H:P,...  page to these memcached servers (started with -M) instead of swap\n"
 	"  --replicas N      copies of each page on distinct servers: 1 (default) or 2\n"
 	"  --threads N       fault handler threads (default one per CPU)\n"
+	"  --policy P        which pages leave memory: cooling (second chance, the default)\n"
+	"                    or fifo (oldest first)\n"
 	"  --stats           print a summary of paging on stderr when the program exits\n";
 
 /* The preload library: UPAGER_PRELOAD, else beside this binary's build
@@ -84,6 +87,7 @@ int cmd_run(int argc, char **argv)
 		{ "swap", required_argument, NULL, 's' },
 		{ "swap-size", required_argument, NULL, 'z' },
 		{ "threads", required_argument, NULL, 't' },
+		{ "policy", required_argument, NULL, 'p' },
 		{ "remote", required_argument, NULL, 'r' },
 		{ "replicas", required_argument, NULL, 'R' },
 		{ "stats", no_argument, NULL, 'S' },
@@ -125,6 +129,13 @@ int cmd_run(int argc, char **argv)
 			setenv("UPAGER_THREADS", optarg, 1);
 			break;
 		}
+		case 'p':
+			if (strcmp(optarg, "cooling") && strcmp(optarg, "fifo")) {
+				fprintf(stderr, "upager run: --policy %s: cooling or fifo\n", optarg);
+				return EXIT_USAGE;
+			}
+			setenv("UPAGER_POLICY", optarg, 1);
+			break;
 		case 'r':
 			setenv("UPAGER_REMOTE", optarg, 1);
 			break;

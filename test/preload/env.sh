@@ -21,6 +21,7 @@ expect125 'no directory /nonexistent' UPAGER_MEM=64M UPAGER_SWAP=/nonexistent/di
 expect125 'UPAGER_THREADS=two' UPAGER_THREADS=two
 expect125 'UPAGER_THREADS=5000' UPAGER_THREADS=5000
 expect125 'UPAGER_STATS=maybe' UPAGER_STATS=maybe
+expect125 'UPAGER_POLICY=lru: cooling or fifo' UPAGER_POLICY=lru
 expect125 'UPAGER_MMAP_THRESHOLD=1' UPAGER_MMAP_THRESHOLD=1
 expect125 'UPAGER_REPLICAS=3' UPAGER_MEM=64M UPAGER_REMOTE=127.0.0.1:1 UPAGER_REPLICAS=3
 expect125 'needs UPAGER_REMOTE' UPAGER_MEM=64M UPAGER_REPLICAS=2
@@ -30,11 +31,14 @@ rc=0
 "$UPAGER" run --mem lots -- true 2>/dev/null || rc=$?
 [ $rc -eq 2 ] || fail "upager run --mem lots: status $rc, not 2"
 rc=0
+"$UPAGER" run --policy lru -- true 2>/dev/null || rc=$?
+[ $rc -eq 2 ] || fail "upager run --policy lru: status $rc, not 2"
+rc=0
 "$UPAGER" run --mem 64M 2>/dev/null || rc=$?
 [ $rc -eq 2 ] || fail "upager run without a program: status $rc, not 2"
 # Good values run, and the program's status comes through.
 rc=0
-"$UPAGER" run --mem 64M --threads 1 --swap "$WORK" --swap-size 256M -- sh -c 'exit 7' || rc=$?
+"$UPAGER" run --mem 64M --threads 1 --policy fifo --swap "$WORK" --swap-size 256M -- sh -c 'exit 7' || rc=$?
 [ $rc -eq 7 ] || fail "the program's status $rc, not 7"
 out=$(UPAGER_MEM=0 UPAGER_STATS=0 LD_PRELOAD="$LIB" /bin/echo fine)
 [ "$out" = fine ] || fail "UPAGER_MEM=0 (no limit) does not run"
