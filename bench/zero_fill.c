@@ -196,6 +196,12 @@ static double measure(const struct bench *b, enum side side,
 		rc = upg_region_create(b->ctx, len, NULL, &region);
 		if (rc)
 			die("upg_region_create: %s", upg_strerror(rc));
+		/* A fault per page, as on the raw side: zero-ahead would map
+		 * most of a thread's share ahead of its writes, and this
+		 * measures the fault. */
+		rc = upg_advise(region, 0, len, UPG_ADVICE_RANDOM);
+		if (rc)
+			die("upg_advise: %s", upg_strerror(rc));
 		base = upg_region_addr(region);
 	} else {
 		void *addr;

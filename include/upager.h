@@ -408,7 +408,8 @@ int upg_ctx_event_fd(upg_ctx *ctx);
 enum upg_advice {
 	UPG_ADVICE_NORMAL = 0,      /* readahead follows fault streams (default) */
 	UPG_ADVICE_SEQUENTIAL = 1,  /* read far ahead from the first fault */
-	UPG_ADVICE_RANDOM = 2,      /* no readahead: every fault reads its page only */
+	UPG_ADVICE_RANDOM = 2,      /* no readahead, no zero-ahead: every fault
+				     * reads or fills its page only */
 	UPG_ADVICE_WILLNEED = 3,    /* upg_prefetch of the range */
 	UPG_ADVICE_DONTNEED = 4,    /* upg_evict of the range (file regions) */
 	UPG_ADVICE_COLD = 5,        /* drop the range's clean, unpinned pages now;
@@ -419,7 +420,8 @@ enum upg_advice {
 /*
  * Tell upager how [off, off + len) of region will be used (enum
  * upg_advice). SEQUENTIAL, RANDOM and NORMAL apply to the whole region
- * (the range is checked, not used). Returns 0, -EINVAL, or what the call it
+ * (the range is checked, not used) and, unlike the others, work in a
+ * context without a mem_limit too. Returns 0, -EINVAL, or what the call it
  * stands for returned.
  */
 int upg_advise(upg_region *region, uint64_t off, uint64_t len, uint32_t advice);

@@ -45,11 +45,15 @@ static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
 
 /* The pages [*first, *end) of r that [off, off + len) covers; -EINVAL for
  * a range outside r or a region the database API does not serve. */
+static bool in_region(const struct upg_region *r, uint64_t off, uint64_t len)
+{
+	return r && len && off < r->size && len <= r->size - off;
+}
+
 static int page_range(const struct upg_region *r, uint64_t off, uint64_t len, bool file,
 		      uint64_t *first, uint64_t *end)
 {
-	if (!r || !r->ctx->paging || (file && !r->file) || !len || off >= r->size ||
-	    len > r->size - off)
+	if (!in_region(r, off, len) || !r->ctx->paging || (file && !r->file))
 		return -EINVAL;
 	*first = off >> r->page_shift;
 	*end = (off + len + region_page_size(r) - 1) >> r->page_shift;
@@ -271,16 +275,22 @@ int upg_evict(upg_region *r, uint64_t off, uint64_t len)
 int upg_advise(upg_region *r, uint64_t off, uint64_t len, uint32_t advice)
 {
 	uint64_t first, end;
-	int ret = page_range(r, off, len, false, &first, &end);
+	int ret;
 
-	if (ret < 0)
-		return ret;
 	switch (advice) {
 	case UPG_ADVICE_NORMAL:
 	case UPG_ADVICE_SEQUENTIAL:
 	case UPG_ADVICE_RANDOM:
+		/* Zero-ahead follows them too: no mem_limit needed. */
+		if (!in_region(r, off, len))
+			return -EINVAL;
 		atomic_store_explicit(&r->advice, advice, memory_order_relaxed);
 		return 0;
+	}
+	ret = page_range(r, off, len, false, &first, &end);
+	if (ret < 0)
+		return ret;
+	switch (advice) {
 	case UPG_ADVICE_WILLNEED:
 		return upg_prefetch(r, &(struct upg_range){ off, len }, 1, 0);
 	case UPG_ADVICE_DONTNEED:

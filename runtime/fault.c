@@ -38,6 +38,71 @@ static __attribute__((cold)) void report_error(struct handler *h, uintptr_t addr
 }
 
 /*
+ * Zero-ahead. A program filling new memory in order (building an array, a
+ * heap growing) takes a zero-fill fault per page, each a round trip through
+ * a handler; the kernel maps its own anonymous pages without any. So a zero
+ * fill for a write right after a run of pages in use (not new: resident, cooling or
+ * swapped) maps as many new pages after it as that run is long, up to
+ * ZA_BYTES, zeroed and writable, in one copy: filling in order, the window
+ * doubles at each fault. Read from the page words, not from a per-handler
+ * history: the faults of one stream go to whichever handler is free. A
+ * first touch at random rarely follows a run of ZA_MIN_RUN, and maps ahead
+ * only up to the next page in use. Under a budget the pages count in it like
+ * any resident page and, having no copy anywhere, are dirty; the window
+ * also stops where the budget is full.
+ */
+#define ZA_MIN_RUN 3u
+#define ZA_BYTES (256u << 10)
+_Static_assert(ZA_BYTES <= UPG_MAX_PAGE_SIZE, "ctx->zero_src is the source");
+
+static void zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx)
+{
+	struct paging *pg = h->ctx->paging;
+	size_t psize = region_page_size(r);
+	uint64_t max = ZA_BYTES / psize, run = 0, n = 0, end;
+	size_t copied;
+
+	if (atomic_load_explicit(&r->advice, memory_order_relaxed) == UPG_ADVICE_RANDOM)
+		return;
+	while (run < max && run < idx && pg_state(pg_load(&r->state[idx - 1 - run])) != PG_NONE)
+		run++;
+	if (run < ZA_MIN_RUN)
+		return;
+	end = idx + 1 + run < r->npages ? idx + 1 + run : r->npages;
+	/* Claim a run of new pages, each with its page of the budget. */
+	for (uint64_t j = idx + 1; j < end; j++, n++) {
+		uint64_t w = pg_load(&r->state[j]);
+
+		if (pg_state(w) != PG_NONE || (pg && !paging_reserve(pg)))
+			break;
+		if (!pg_cas(&r->state[j], &w, pg_with_state(w, PG_BUSY))) {
+			if (pg)
+				paging_unreserve(pg, 1);
+			break;
+		}
+		snapshot_keep(r, j, NULL);
+	}
+	if (!n)
+		return;
+	uffd_copy_part(h->ctx->uffd, region_base(r) + ((idx + 1) << r->page_shift),
+		       h->ctx->zero_src, n * psize, 0, &copied);
+	copied /= psize;
+	for (uint64_t k = 0; k < n; k++) {
+		if (k >= copied) {
+			/* Not mapped (the layout is changing, or the range
+			 * went away): new again; its own fault fills it. */
+			page_release(r, idx + 1 + k, pg_make(0, PG_NONE, 0, 0));
+			continue;
+		}
+		page_release(r, idx + 1 + k, pg_make(0, PG_RESIDENT, 0, PG_DIRTY));
+		paging_resident(h, r, idx + 1 + k);
+	}
+	if (pg && copied < n)
+		paging_unreserve(pg, n - copied);
+	stat_add(&h->stats.zero_ahead, copied);
+}
+
+/*
  * Make the thread touching a poisoned page get SIGBUS: a poison marker in
  * its page table where the kernel has UFFDIO_POISON (every later touch gets
  * SIGBUS too), else the signal sent to the faulting thread itself (tid from
@@ -207,8 +272,8 @@ claimed:
 	if (ret != 0 && res != FAULT_DEFER)
 		uffd_wake(ctx->uffd, page, psize);
 	/* The faulting thread runs on meanwhile. */
-	if (res == FAULT_DONE && was == PG_NONE && ctx->paging && !r->file)
-		paging_zero_ahead(h, r, idx);
+	if (res == FAULT_DONE && was == PG_NONE && now == PG_RESIDENT && !r->file)
+		zero_ahead(h, r, idx);
 	return res;
 }
 

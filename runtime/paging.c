@@ -122,8 +122,6 @@ static void forget_parent(struct paging *old)
 {
 	if (old->frames)
 		munmap(old->frames, old->nframes * old->page_size);
-	if (old->zeros)
-		munmap((void *)old->zeros, PAGING_ZA_BYTES);
 	if (old->kick_fd >= 0)
 		close(old->kick_fd);
 	/* The pipes of the parent's other children. (Its own parent's end,
@@ -222,13 +220,6 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 		goto err;
 	}
 
-	/* Read, never written: every page of it is the kernel's zero page. */
-	pg->zeros = mmap(NULL, PAGING_ZA_BYTES, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (pg->zeros == MAP_FAILED) {
-		pg->zeros = NULL;
-		ret = -ENOMEM;
-		goto err;
-	}
 	/* The cooling pool. On the MOVE path it is registered (UFFDIO_MOVE
 	 * needs both ends registered) and touched only by the kernel on our
 	 * behalf; the other paths copy into it. */
@@ -315,8 +306,6 @@ void paging_destroy(struct upg_ctx *ctx)
 			uffd_unregister(ctx->uffd, pg->frames, pg->nframes * pg->page_size);
 		munmap(pg->frames, pg->nframes * pg->page_size);
 	}
-	if (pg->zeros)
-		munmap((void *)pg->zeros, PAGING_ZA_BYTES);
 	if (pg->evict_ready)
 		evict_fini(pg);
 	backend_close(pg->backend);

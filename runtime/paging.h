@@ -57,8 +57,6 @@ struct prefetcher;
 /* Children at once that read their parent's swap (fork.c); beyond, a fork
  * brings every page back into memory first. */
 #define PAGING_MAX_FORKS 64u
-/* The most zero-ahead maps at once: 64 pages of 4 KiB. */
-#define PAGING_ZA_BYTES (256u << 10)
 
 struct frame {
 	_Atomic uint64_t ref;     /* page_ref() + 1 of the page held; 0 = empty */
@@ -118,7 +116,6 @@ struct paging {
 	atomic_bool map_dirty;
 
 	/* Cooling pool; head and tail belong to the reclaimer. */
-	const uint8_t *zeros;     /* PAGING_ZA_BYTES never written: the zero-ahead source */
 	uint8_t *frames;
 	uint64_t nframes;
 	struct frame *fe;
@@ -243,9 +240,6 @@ void paging_reap(struct handler *h);
 /* A fault on page idx of r while it was busy: if it continues the
  * handler's sequential stream, read further ahead. */
 void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx);
-/* Page idx of anonymous region r was just zero-filled for a fault: if that
- * continues a sequential first touch, map the next new pages too. */
-void paging_zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx);
 /* Claim page idx of r and queue its read for the prefetcher h (swapin.c),
  * for ph->cur_owner. 2: queued; 1: nothing to read (in memory, busy); 0: no
  * buffer or no budget now, retry later (nothing was claimed). */

@@ -223,67 +223,6 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 	st->next = j > idx + 1 ? j : idx + 1;
 }
 
-/*
- * Zero-ahead. A program filling new memory in order (building an array, a
- * heap growing) takes a zero-fill fault per page, each a round trip through
- * a handler; the kernel maps its own anonymous pages without any. So a zero
- * fill right after a run of pages in use (not new: resident, cooling or
- * swapped) maps as many new pages after it as that run is long, up to
- * PAGING_ZA_BYTES, zeroed and writable, in one copy: filling in order, the
- * window doubles at each fault. Read from the page words, not from a
- * per-handler history: the faults of one stream go to whichever handler is
- * free. A first touch at random rarely follows a run of ZA_MIN_RUN, and maps
- * ahead only up to the next page in use. The pages count in the budget like
- * any resident page and, having no copy anywhere, are dirty; the window
- * also stops where the budget is full.
- */
-#define ZA_MIN_RUN 3u
-
-void paging_zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx)
-{
-	struct paging *pg = h->ctx->paging;
-	size_t psize = region_page_size(r);
-	uint64_t max = PAGING_ZA_BYTES / psize, run = 0, n = 0, end;
-	size_t copied;
-
-	if (atomic_load_explicit(&r->advice, memory_order_relaxed) == UPG_ADVICE_RANDOM)
-		return;
-	while (run < max && run < idx && pg_state(pg_load(&r->state[idx - 1 - run])) != PG_NONE)
-		run++;
-	if (run < ZA_MIN_RUN)
-		return;
-	end = idx + 1 + run < r->npages ? idx + 1 + run : r->npages;
-	/* Claim a run of new pages, each with its page of the budget. */
-	for (uint64_t j = idx + 1; j < end; j++, n++) {
-		uint64_t w = pg_load(&r->state[j]);
-
-		if (pg_state(w) != PG_NONE || !paging_reserve(pg))
-			break;
-		if (!pg_cas(&r->state[j], &w, pg_with_state(w, PG_BUSY))) {
-			paging_unreserve(pg, 1);
-			break;
-		}
-		snapshot_keep(r, j, NULL);
-	}
-	if (!n)
-		return;
-	uffd_copy_part(h->ctx->uffd, page_addr(r, idx + 1), pg->zeros, n * psize, 0, &copied);
-	copied /= psize;
-	for (uint64_t k = 0; k < n; k++) {
-		if (k >= copied) {
-			/* Not mapped (the layout is changing, or the range
-			 * went away): new again; its own fault fills it. */
-			page_release(r, idx + 1 + k, pg_make(0, PG_NONE, 0, 0));
-			continue;
-		}
-		page_release(r, idx + 1 + k, pg_make(0, PG_RESIDENT, 0, PG_DIRTY));
-		paging_resident(h, r, idx + 1 + k);
-	}
-	if (copied < n)
-		paging_unreserve(pg, n - copied);
-	stat_add(&h->stats.zero_ahead, copied);
-}
-
 void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx)
 {
 	unsigned before = h->paging.nfree;

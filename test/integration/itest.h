@@ -233,6 +233,17 @@ static inline upg_region *region_new(upg_ctx *ctx, uint64_t size, uint64_t page_
 	return r;
 }
 
+/* A region where every first touch is a fault of its own and maps its own
+ * page only (advised random: no zero-ahead), for the tests that count
+ * faults, filled pages or resident pages. */
+static inline upg_region *region_new_per_page(upg_ctx *ctx, uint64_t size, uint64_t page_size)
+{
+	upg_region *r = region_new(ctx, size, page_size);
+
+	cr_assert_eq(upg_advise(r, 0, size, UPG_ADVICE_RANDOM), 0);
+	return r;
+}
+
 static inline struct upg_stats stats_of(upg_ctx *ctx)
 {
 	struct upg_stats st;

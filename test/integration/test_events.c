@@ -100,7 +100,7 @@ static void touch_or_fail(upg_ctx *ctx, void (*fn)(void *), void *arg)
 static void dontneed(uint64_t psize)
 {
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, N * psize, psize);
+	upg_region *r = region_new_per_page(ctx, N * psize, psize);
 	uint8_t *p = upg_region_addr(r);
 	int zeropage = !!(upg_ctx_features(ctx) & UPG_FEAT_ZEROPAGE);
 	struct upg_stats st, st0;
@@ -192,7 +192,7 @@ Test(events, dontneed_then_reread_accounting, .timeout = 60)
 	static struct churn_args a;
 	size_t ps = itest_page();
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, ACCT_PAGES * ps, 0);
+	upg_region *r = region_new_per_page(ctx, ACCT_PAGES * ps, 0);
 	struct upg_stats st;
 
 	a = (struct churn_args){ .p = upg_region_addr(r), .psize = ps, .rounds = 200 };
@@ -216,7 +216,7 @@ Test(events, dontneed_within_page, .timeout = 30)
 	const uint64_t psize = 16 * KiB;
 	size_t bp = itest_page();
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, 4 * psize, psize);
+	upg_region *r = region_new_per_page(ctx, 4 * psize, psize);
 	uint8_t *p = upg_region_addr(r);
 	struct upg_stats st;
 
@@ -252,7 +252,7 @@ Test(events, dontneed_within_page, .timeout = 30)
 static void munmap_part(uint64_t psize)
 {
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, N * psize, psize);
+	upg_region *r = region_new_per_page(ctx, N * psize, psize);
 	uint8_t *p = upg_region_addr(r);
 	struct upg_stats st;
 	void *sentinel;
@@ -319,7 +319,7 @@ Test(events, munmap_overlapping, .timeout = 30)
 {
 	size_t ps = itest_page();
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, 64 * ps, 0);
+	upg_region *r = region_new_per_page(ctx, 64 * ps, 0);
 	uint8_t *p = upg_region_addr(r);
 	struct upg_stats st, st0;
 	void *s1, *s2;
@@ -374,7 +374,7 @@ Test(events, munmap_whole_then_destroy, .timeout = 30)
 {
 	size_t ps = itest_page();
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, N * ps, 0);
+	upg_region *r = region_new_per_page(ctx, N * ps, 0);
 	uint8_t *p = upg_region_addr(r);
 	struct upg_stats st;
 	upg_region *r2;
@@ -393,7 +393,7 @@ Test(events, munmap_whole_then_destroy, .timeout = 30)
 	sentinel = map_at(p, N * ps);
 	if (sentinel)
 		fill_pages(sentinel, ps, 0, N, 3);
-	r2 = region_new(ctx, N * ps, 0);
+	r2 = region_new_per_page(ctx, N * ps, 0);
 	fill_pages(upg_region_addr(r2), ps, 0, N, 4);
 
 	cr_assert_eq(upg_region_destroy(r), 0);
@@ -437,7 +437,7 @@ Test(events, munmap_within_page, .timeout = 40)
 	const uint64_t psize = 16 * KiB;
 	size_t bp = itest_page();
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, 4 * psize, psize);
+	upg_region *r = region_new_per_page(ctx, 4 * psize, psize);
 	uint8_t *p = upg_region_addr(r);
 	static struct touch_args a1, a2;
 	struct upg_stats st;
@@ -467,7 +467,7 @@ Test(events, mremap_shrink, .timeout = 30)
 {
 	size_t ps = itest_page();
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, N * ps, 0);
+	upg_region *r = region_new_per_page(ctx, N * ps, 0);
 	uint8_t *p = upg_region_addr(r);
 	struct upg_stats st;
 	void *q, *sentinel;
@@ -500,7 +500,7 @@ Test(events, mremap_shrink, .timeout = 30)
 static void mremap_whole(uint64_t psize)
 {
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, N * psize, psize);
+	upg_region *r = region_new_per_page(ctx, N * psize, psize);
 	uint8_t *p = upg_region_addr(r), *to;
 	struct upg_stats st, st0;
 	void *sentinel;
@@ -581,7 +581,7 @@ static void touch_moved(void *arg)
 static void mremap_part(uint64_t psize)
 {
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, N * psize, psize);
+	upg_region *r = region_new_per_page(ctx, N * psize, psize);
 	uint8_t *p = upg_region_addr(r);
 	static struct moved m;
 	struct upg_stats st;
@@ -640,7 +640,7 @@ Test(events, mremap_grow, .timeout = 40)
 {
 	size_t ps = itest_page();
 	upg_ctx *ctx = ctx_new(NULL);
-	upg_region *r = region_new(ctx, N * ps, 0);
+	upg_region *r = region_new_per_page(ctx, N * ps, 0);
 	static struct touch_args tail;
 	uint8_t *p;
 
@@ -714,7 +714,7 @@ Test(events, mremap_grow_in_place, .timeout = 40)
 	 * elsewhere, claim_room_after makes room. */
 	hole = reserve(2 * len, ps);
 	cr_assert_eq(munmap(hole, len), 0);
-	r = region_new(ctx, len, 0);
+	r = region_new_per_page(ctx, len, 0);
 	if (upg_region_addr(r) != hole)
 		cr_assert_eq(munmap(hole + len, len), 0);
 

@@ -62,7 +62,7 @@ static void *wl_main(void *arg)
 static void workload(upg_ctx *ctx)
 {
 	size_t ps = itest_page();
-	upg_region *r = region_new(ctx, WL_PAGES * ps, 0);
+	upg_region *r = region_new_per_page(ctx, WL_PAGES * ps, 0);
 	uint8_t *p = upg_region_addr(r);
 	int zeropage = !!(upg_ctx_features(ctx) & UPG_FEAT_ZEROPAGE);
 	static _Atomic long bad;
@@ -163,7 +163,7 @@ Test(features, mask_zeropage, .timeout = 20)
 {
 	size_t ps = itest_page();
 	upg_ctx *ctx = ctx_masked(UPG_FEAT_ZEROPAGE, 0);
-	upg_region *r = region_new(ctx, 64 * ps, 0);
+	upg_region *r = region_new_per_page(ctx, 64 * ps, 0);
 	uint8_t *p = upg_region_addr(r);
 	struct upg_stats st;
 

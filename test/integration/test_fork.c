@@ -19,7 +19,7 @@ Test(fork, child_sees_plain_memory_parent_keeps_paging, .timeout = 60)
 {
 	upg_ctx *ctx = ctx_new(NULL);
 	size_t ps = itest_page();
-	upg_region *r = region_new(ctx, PAGES * ps, 0);
+	upg_region *r = region_new_per_page(ctx, PAGES * ps, 0);
 	uint8_t *base = upg_region_addr(r);
 	struct upg_stats st;
 	pid_t pid;

@@ -178,7 +178,8 @@ Test(region, bad_config, .timeout = 20)
 /*
  * 8 upager pages: the first 4 are read once (one byte), the last 4 written
  * once. Each touch must map the whole upager page: one fault per upager
- * page, whatever is touched after.
+ * page, whatever is touched after. (Advised random: no zero-ahead, which
+ * maps further pages after writes in order.)
  */
 static void large_pages(uint64_t psize)
 {
@@ -192,6 +193,7 @@ static void large_pages(uint64_t psize)
 
 	cr_assert_eq(upg_region_page_size(r), psize);
 	cr_assert_eq((uintptr_t)p % psize, 0, "region not aligned to its page size");
+	cr_assert_eq(upg_advise(r, 0, n * psize, UPG_ADVICE_RANDOM), 0);
 
 	/* One byte read in each of pages 0..3, at different offsets. */
 	for (uint64_t i = 0; i < 4; i++) {
@@ -278,6 +280,8 @@ Test(region, untouched_reads_zero_writes_resident, .timeout = 30)
 
 	if (!(upg_ctx_features(ctx) & UPG_FEAT_ZEROPAGE))
 		cr_skip_test("kernel lacks UFFDIO_ZEROPAGE");
+	/* A fault per page (zero-ahead has its own test below). */
+	cr_assert_eq(upg_advise(r, 0, n * ps, UPG_ADVICE_RANDOM), 0);
 
 	/* Reads of the first half: zeros, the shared zero page, no memory. */
 	cr_assert_eq(check_zero(p, ps, 0, n / 2), -1);
@@ -305,6 +309,49 @@ Test(region, untouched_reads_zero_writes_resident, .timeout = 30)
 	st = stats_settle(ctx, 20, 5000);
 	cr_assert_eq(new_faults(&st), n);
 	cr_assert_eq(upg_region_destroy(r), 0);
+	upg_ctx_destroy(ctx);
+}
+
+/*
+ * Without a budget too, memory filled in order is mapped ahead of its
+ * faults (zero-ahead), zeroed; reads of new memory map the zero page only
+ * and nothing ahead; a region advised random gets a fault per page.
+ */
+Test(region, zero_ahead_without_a_budget, .timeout = 30)
+{
+	size_t ps = itest_page();
+	const uint64_t n = 4096;
+	upg_ctx *ctx = ctx_new(NULL);
+	upg_region *fwd = region_new(ctx, n * ps, 0), *rnd = region_new(ctx, n * ps, 0);
+	upg_region *rd = region_new(ctx, n * ps, 0);
+	uint8_t *b_fwd = upg_region_addr(fwd), *b_rnd = upg_region_addr(rnd);
+	uint8_t *b_rd = upg_region_addr(rd);
+	struct upg_stats st0, st1;
+
+	st0 = stats_of(ctx);
+	for (uint64_t i = 0; i < n; i++)
+		cr_assert(all_zero(b_fwd + i * ps, ps), "new page %llu not zero", (unsigned long long)i);
+	/* Reads map nothing ahead (written pages would cost memory). */
+	st1 = stats_settle(ctx, 20, 5000);
+	cr_assert_eq(st1.zero_ahead, st0.zero_ahead, "reads of new memory mapped pages ahead");
+	fill_pages(b_rd, ps, 0, n, 1);
+	st0 = stats_settle(ctx, 20, 5000);
+	cr_assert_geq(st0.zero_ahead - st1.zero_ahead, n / 2,
+		      "only %llu of %llu pages filled in order were mapped ahead",
+		      (unsigned long long)(st0.zero_ahead - st1.zero_ahead), (unsigned long long)n);
+	cr_assert_leq(st0.faults - st1.faults, n / 8, "%llu faults for %llu pages filled in order",
+		      (unsigned long long)(st0.faults - st1.faults), (unsigned long long)n);
+	cr_assert_eq(upg_advise(rnd, 0, n * ps, UPG_ADVICE_RANDOM), 0);
+	fill_pages(b_rnd, ps, 0, n, 2);
+	st1 = stats_settle(ctx, 20, 5000);
+	cr_assert_eq(st1.zero_ahead, st0.zero_ahead, "pages mapped ahead in a region advised random");
+	cr_assert_geq(st1.faults - st0.faults, n, "a fault per page expected");
+	cr_assert_eq(check_pages(b_rd, ps, 0, n, 1), -1, "a page filled in order read back wrong");
+	cr_assert_eq(check_pages(b_rnd, ps, 0, n, 2), -1, "a page of the random region read back wrong");
+	cr_assert_eq(st1.errors, 0);
+	upg_region_destroy(fwd);
+	upg_region_destroy(rnd);
+	upg_region_destroy(rd);
 	upg_ctx_destroy(ctx);
 }
 
