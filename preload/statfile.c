@@ -38,6 +38,7 @@ size_t stats_format(const struct upg_stats *st, char *buf, size_t size)
 		"faults %llu\n"
 		"faults_major %llu\n"
 		"faults_cooling %llu\n"
+		"faults_dirty %llu\n"
 		"zero_filled %llu\n"
 		"zero_ahead %llu\n"
 		"evicted %llu\n"
@@ -55,7 +56,8 @@ size_t stats_format(const struct upg_stats *st, char *buf, size_t size)
 		(unsigned long long)st->mem_limit, (unsigned long long)st->resident_bytes,
 		(unsigned long long)st->cooling_bytes, (unsigned long long)st->regions,
 		(unsigned long long)st->faults, (unsigned long long)st->faults_major,
-		(unsigned long long)st->faults_cooling, (unsigned long long)st->zero_filled,
+		(unsigned long long)st->faults_cooling, (unsigned long long)st->faults_dirty,
+		(unsigned long long)st->zero_filled,
 		(unsigned long long)st->zero_ahead,
 		(unsigned long long)st->evicted, (unsigned long long)st->swap_outs,
 		(unsigned long long)st->swap_ins, (unsigned long long)st->swap_used_bytes,
