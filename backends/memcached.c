@@ -56,7 +56,12 @@ struct mc {
 	unsigned nservers, replicas, timeout_ms;
 	struct mc_server *servers;
 	struct ring_point *ring;        /* nservers * VNODES, sorted by hash */
-	uint64_t id;                    /* this backend's keys: u<id>.<slot> */
+	/* Keys: u<id>.<page> for slot (file, page) (swap_alloc.h), id from
+	 * ids[file]. Files 0..nforeign-1 are a forking parent's (its own
+	 * and those it read; memcached_config.inherit), read, never written
+	 * or deleted; file nforeign is this backend's, with a random id. */
+	uint64_t ids[SWAP_MAX_FILES];
+	unsigned nforeign;
 
 	/* Slots discarded, their deletes not yet sent (any thread adds). */
 	pthread_mutex_t del_lock;
@@ -176,6 +181,22 @@ static uint64_t mix64(uint64_t x)
 	return x;
 }
 
+static inline uint64_t slot_id(const struct mc *m, uint64_t slot)
+{
+	return m->ids[swap_slot_file(slot)];
+}
+
+static inline bool slot_own(const struct mc *m, uint64_t slot)
+{
+	return swap_slot_file(slot) == m->nforeign;
+}
+
+/* An own slot as the allocator numbers it. */
+static inline uint64_t alloc_slot(const struct mc *m, uint64_t slot)
+{
+	return slot - swap_slot(m->nforeign, 0);
+}
+
 static uint64_t hash_str(const char *s, uint64_t seed)
 {
 	uint64_t h = 0xcbf29ce484222325ull ^ seed;
@@ -191,7 +212,7 @@ static uint64_t hash_str(const char *s, uint64_t seed)
  * is down. */
 static unsigned servers_for(const struct mc *m, uint64_t slot, uint16_t *srv)
 {
-	uint64_t h = mix64(m->id ^ mix64(slot + 1));
+	uint64_t h = mix64(slot_id(m, slot) ^ mix64(swap_slot_page(slot) + 1));
 	unsigned n = m->nservers * VNODES, lo = 0, hi = n, k = 0;
 	unsigned want = m->replicas + 1 < m->nservers ? m->replicas + 1 : m->nservers;
 
@@ -301,10 +322,13 @@ static void req_done(struct mc_queue *q, struct mc_op *op, int res)
 			/* A delete that may not have happened keeps its slot:
 			 * a server that comes back could still hold the page
 			 * under that key. */
-			if (op->err)
+			if (op->err) {
 				count(&m->delete_leaks);
-			else
-				swap_alloc_free(m->alloc, &op->slot, 1, NULL);
+			} else {
+				uint64_t slot = alloc_slot(m, op->slot);
+
+				swap_alloc_free(m->alloc, &slot, 1, NULL);
+			}
 			q->dels--;
 			op_put(q, op);
 		}
@@ -446,18 +470,20 @@ static void issue(struct mc_queue *q, struct mc_op *op, unsigned si)
 	switch (op->type) {
 	case OP_GET:
 		n = snprintf(rq->hdr, sizeof(rq->hdr), "mg u%016llx.%llx v\r\n",
-			     (unsigned long long)m->id, (unsigned long long)op->slot);
+			     (unsigned long long)slot_id(m, op->slot),
+			     (unsigned long long)swap_slot_page(op->slot));
 		count(&m->gets);
 		break;
 	case OP_SET:
 		n = snprintf(rq->hdr, sizeof(rq->hdr), "ms u%016llx.%llx %u\r\n",
-			     (unsigned long long)m->id, (unsigned long long)op->slot,
-			     m->base.page_size);
+			     (unsigned long long)slot_id(m, op->slot),
+			     (unsigned long long)swap_slot_page(op->slot), m->base.page_size);
 		count(&m->sets);
 		break;
 	case OP_DEL:
 		n = snprintf(rq->hdr, sizeof(rq->hdr), "md u%016llx.%llx\r\n",
-			     (unsigned long long)m->id, (unsigned long long)op->slot);
+			     (unsigned long long)slot_id(m, op->slot),
+			     (unsigned long long)swap_slot_page(op->slot));
 		count(&m->deletes);
 		break;
 	default:
@@ -788,7 +814,7 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, int type)
 	struct mc *m = to_mc(bq->backend);
 	struct mc_op *op;
 
-	if (io->slot >= SWAP_MAX_FILE_PAGES)
+	if (swap_slot_file(io->slot) > m->nforeign || (type == OP_SET && !slot_own(m, io->slot)))
 		return -EINVAL;
 	if (q->u.outstanding == q->u.depth)
 		return -EAGAIN;
@@ -992,15 +1018,29 @@ err:
 
 static int mc_alloc_slots(struct backend *b, unsigned n, uint64_t *slots)
 {
-	return (int)swap_alloc_get(to_mc(b)->alloc, n > INT_MAX ? INT_MAX : n, slots);
+	struct mc *m = to_mc(b);
+	unsigned got = swap_alloc_get(m->alloc, n > INT_MAX ? INT_MAX : n, slots);
+
+	for (unsigned i = 0; i < got; i++)
+		slots[i] += swap_slot(m->nforeign, 0);
+	return (int)got;
 }
 
+/* A parent's slots are not ours to free. */
 static void mc_free_slots(struct backend *b, const uint64_t *slots, unsigned n)
 {
-	swap_alloc_free(to_mc(b)->alloc, slots, n, NULL);
+	struct mc *m = to_mc(b);
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t slot = alloc_slot(m, slots[i]);
+
+		if (slot_own(m, slots[i]))
+			swap_alloc_free(m->alloc, &slot, 1, NULL);
+	}
 }
 
-/* The slots are freed once their deletes are answered (take_deletes). */
+/* The slots are freed once their deletes are answered (take_deletes). A
+ * parent's pages are left where they are. */
 static int mc_discard(struct backend *b, const uint64_t *slots, unsigned n)
 {
 	struct mc *m = to_mc(b);
@@ -1021,8 +1061,9 @@ static int mc_discard(struct backend *b, const uint64_t *slots, unsigned n)
 		m->del = d;
 		m->del_cap = cap;
 	}
-	memcpy(m->del + m->ndel, slots, n * sizeof(*slots));
-	m->ndel += n;
+	for (unsigned i = 0; i < n; i++)
+		if (slot_own(m, slots[i]))
+			m->del[m->ndel++] = slots[i];
 	atomic_store_explicit(&m->ndel_hint, m->ndel, memory_order_relaxed);
 out:
 	pthread_mutex_unlock(&m->del_lock);
@@ -1229,13 +1270,16 @@ static int parse_servers(struct mc *m, const char *list)
 
 int memcached_open(const struct memcached_config *cfg, struct backend **out)
 {
+	const struct mc *parent = cfg && cfg->inherit ? to_mc(cfg->inherit) : NULL;
 	uint64_t bytes = 0, pages, clusters;
 	uint32_t nclusters;
 	struct mc *m;
 	int prio = 0, ret;
 
 	if (!cfg || !cfg->servers || !cfg->page_size || cfg->page_size % 4096 ||
-	    cfg->replicas > 2)
+	    cfg->replicas > 2 ||
+	    (parent && (parent->nforeign + 1 >= SWAP_MAX_FILES ||
+			parent->base.page_size != cfg->page_size)))
 		return -EINVAL;
 	m = calloc(1, sizeof(*m));
 	if (!m)
@@ -1281,8 +1325,12 @@ int memcached_open(const struct memcached_config *cfg, struct backend **out)
 			m->ring[i * VNODES + v] = (struct ring_point){
 				hash_str(m->servers[i].name, v), i };
 	qsort(m->ring, (size_t)m->nservers * VNODES, sizeof(*m->ring), cmp_point);
-	if (getrandom(&m->id, sizeof(m->id), 0) != sizeof(m->id))
-		m->id = mix64((uint64_t)getpid() << 32 ^ now_ms());
+	if (parent) {
+		m->nforeign = parent->nforeign + 1;
+		memcpy(m->ids, parent->ids, m->nforeign * sizeof(m->ids[0]));
+	}
+	if (getrandom(&m->ids[m->nforeign], sizeof(m->ids[0]), 0) != sizeof(m->ids[0]))
+		m->ids[m->nforeign] = mix64((uint64_t)getpid() << 32 ^ now_ms());
 	/* Slots for what the servers hold; a server that fills up before
 	 * the others (the hash is not perfectly even) answers -ENOSPC. */
 	pages = bytes / (cfg->page_size + ITEM_OVERHEAD) / m->replicas;
@@ -1298,6 +1346,11 @@ int memcached_open(const struct memcached_config *cfg, struct backend **out)
 fail:
 	mc_close(&m->base);
 	return ret;
+}
+
+unsigned memcached_nsources(struct backend *b)
+{
+	return to_mc(b)->nforeign + 1;
 }
 
 void memcached_get_stats(struct backend *b, struct memcached_stats *st)

@@ -13,7 +13,8 @@
  *
  * A page's key is made of a random per-backend id and its slot; slots come
  * from a swap_alloc.h allocator sized by the servers' memory
- * (limit_maxbytes). A consistent-hash ring (virtual nodes) on the key gives
+ * (limit_maxbytes). The backend of a forked child also reads its parent's
+ * pages under the parent's keys (memcached_config.inherit). A consistent-hash ring (virtual nodes) on the key gives
  * each slot a list of replicas + 1 distinct servers: a write goes to the
  * first `replicas` of them that this queue does not know to be down (so
  * paging out goes on while a server is away) and succeeds if one took it; a
@@ -49,6 +50,14 @@ struct memcached_config {
 	const char *servers;
 	uint32_t replicas;      /* 1 or 2 (0 = 1) */
 	uint32_t timeout_ms;    /* per response (0 = 1000) */
+	/*
+	 * A forking parent's backend (the same servers), or NULL: the new
+	 * backend reads the pages the parent had out, at the parent's slots
+	 * and under its keys (and those it inherited itself), and never
+	 * writes or deletes them; its own slots come after. Only the
+	 * parent's ids are read from it.
+	 */
+	struct backend *inherit;
 };
 
 struct memcached_stats {
@@ -78,5 +87,8 @@ struct memcached_stats {
 int memcached_open(const struct memcached_config *cfg, struct backend **out);
 
 void memcached_get_stats(struct backend *b, struct memcached_stats *st);
+/* Key spaces b reads from: its own and those inherited (at most
+ * SWAP_MAX_FILES). */
+unsigned memcached_nsources(struct backend *b);
 
 #endif /* UPG_MEMCACHED_H */

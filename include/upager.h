@@ -547,8 +547,9 @@ struct upg_stats {
 	uint64_t remote_conn_lost;    /* connections lost, timeouts included */
 	uint64_t remote_reconnects;   /* connections made again */
 
-	/* Since 0.2: swap files. */
-	uint64_t swap_used_bytes;     /* slots in use in the context's own files */
+	/* Since 0.2: swap files (or remote servers). */
+	uint64_t swap_used_bytes;     /* slots in use in the context's own files
+				       * (or under its own keys on the servers) */
 	uint64_t swap_kept_bytes;     /* ... of which dead, kept for forked
 				       * children that may still read them */
 };

@@ -7,19 +7,20 @@
  * out: upg_ctx_fork_prepare() parks the reclaimer with the cooling pool
  * written out and empty, and lifts the limit for the moment of the fork.
  *
- * Pages in swap files stay there: the child reads them at the parent's
- * slots, through the same files. The parent keeps every slot it had (slots
- * that die are set aside, not freed) until each child is done: a child
- * holds the write end of a pipe of the parent's, which closes when it exits
- * or executes a program. With remote servers (whose keys are the parent's
- * own) every page out is brought back into the mapping before the fork
- * instead, which costs their reads and, for the time of the fork, the
- * memory of all of them.
+ * Pages out stay there: the child reads them at the parent's slots,
+ * through the same swap files, or under the parent's keys on the same
+ * servers. The parent keeps every slot it had (slots that die are set
+ * aside, not freed) until each child is done: a child holds the write end
+ * of a pipe of the parent's, which closes when it exits or executes a
+ * program. Beyond SWAP_MAX_FILES files or key spaces (forks of forks) or
+ * PAGING_MAX_FORKS children at once, every page out is brought back into
+ * the mapping before the fork instead, which costs their reads and, for
+ * the time of the fork, the memory of all of them.
  *
  * In the child, the context starts over in place (same upg_ctx, same region
  * objects, so pointers held by the program stay good): a new userfaultfd
- * with the regions registered again, paging with swap files of its own
- * (after the parent's, read-only), new threads. Its mapped pages are the
+ * with the regions registered again, paging with swap files (or keys) of
+ * its own (after the parent's, read-only), new threads. Its mapped pages are the
  * ones the kernel copied: resident and dirty (writes to them are not
  * tracked). They are shared with the parent until either writes, and
  * UFFDIO_MOVE refuses shared pages, so the child evicts by write-protect
@@ -92,9 +93,10 @@ int upg_ctx_fork_prepare(upg_ctx *ctx)
 		return 0;
 	atomic_fetch_add(&pg->hold, 1);
 	wait_parked(pg);
-	/* Swap files: the child reads what is out at the parent's slots,
-	 * which stay as they are until it is done with them. */
-	if (!ctx->cfg.remote_servers && paging_freeze(pg) == 0)
+	/* The child reads what is out at the parent's slots (in its swap
+	 * files, or under its keys on the servers), which stay as they are
+	 * until it is done with them. */
+	if (paging_freeze(pg) == 0)
 		return 0;
 	/* ctx->lock keeps the list still; handlers do not take it. */
 	pthread_mutex_lock(&ctx->lock);

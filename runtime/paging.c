@@ -31,6 +31,7 @@ static int open_backend(struct paging *pg, const struct upg_config *cfg, struct 
 		.servers = cfg->remote_servers,
 		.replicas = cfg->remote_replicas,
 		.timeout_ms = cfg->remote_timeout_ms,
+		.inherit = inherit,
 	};
 	struct swapfile_spec specs[SWAP_MAX_FILES];
 	struct swapfile_config sc = {
@@ -59,15 +60,16 @@ void paging_backend_stats(struct paging *pg, struct upg_stats *st)
 	struct memcached_stats ms;
 	struct swapfile_stats ss;
 
+	pthread_mutex_lock(&pg->defer_lock);
+	st->swap_kept_bytes = pg->ndeferred * pg->page_size;
+	pthread_mutex_unlock(&pg->defer_lock);
 	if (!pg->ctx->cfg.remote_servers) {
 		swapfile_get_stats(pg->backend, &ss);
 		st->swap_used_bytes = ss.slots_used * pg->page_size;
-		pthread_mutex_lock(&pg->defer_lock);
-		st->swap_kept_bytes = pg->ndeferred * pg->page_size;
-		pthread_mutex_unlock(&pg->defer_lock);
 		return;
 	}
 	memcached_get_stats(pg->backend, &ms);
+	st->swap_used_bytes = ms.slots_used * pg->page_size;
 	st->remote_servers = ms.servers;
 	st->remote_servers_down = ms.servers_down;
 	st->remote_fallbacks = ms.fallbacks;
@@ -153,9 +155,9 @@ int paging_fork_child(struct upg_ctx *ctx)
 	cfg->swap_files = old->child_swap;
 	cfg->remote_servers = old->remote;
 	datafile_forked(old->files);
-	/* Swap files: the parent's are read at their slots, until this child
-	 * closes its end of the pipe (fork.c). Remote servers: the parent's
-	 * pages were all brought back. */
+	/* The parent's swap files, or its keys on the servers, are read at
+	 * their slots until this child closes its end of the pipe (fork.c);
+	 * without the pipe, the parent's pages were all brought back. */
 	ret = paging_make(ctx, old->files, old->fork_pipe[1] >= 0 ? old->backend : NULL);
 	cfg->swap_files = NULL;
 	cfg->remote_servers = ctx->paging ? ctx->paging->remote : NULL;
@@ -499,9 +501,11 @@ void paging_discard(struct paging *pg, uint64_t slot)
 
 int paging_freeze(struct paging *pg)
 {
-	/* The child's backend has our files and its own. */
-	if (swapfile_nfiles(pg->backend) + pg->nchild_swap > SWAP_MAX_FILES ||
-	    pg->nforks >= PAGING_MAX_FORKS)
+	/* The child's backend has our files (or key spaces) and its own. */
+	unsigned sources = pg->remote ? memcached_nsources(pg->backend) + 1
+				      : swapfile_nfiles(pg->backend) + pg->nchild_swap;
+
+	if (sources > SWAP_MAX_FILES || pg->nforks >= PAGING_MAX_FORKS)
 		return -EBUSY;
 	if (pipe2(pg->fork_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		pg->fork_pipe[0] = pg->fork_pipe[1] = -1;

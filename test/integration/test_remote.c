@@ -181,43 +181,69 @@ static bool all_right(const uint8_t *base, size_t ps, uint64_t pages, uint64_t g
 	return true;
 }
 
-/* The child of a fork pages to the same servers under keys of its own: each
- * side rewrites the whole working set and reads back only its own data. */
+/*
+ * The child of a fork pages to the same servers under keys of its own, and
+ * reads what the parent had out under the parent's keys: nothing is read
+ * back at the fork. The child reads its copy only once the parent has
+ * rewritten the whole working set (so every one of the parent's old pages
+ * died on its side): the parent must have kept them on the servers. Each
+ * side then rewrites everything and reads back only its own data; the
+ * parent deletes the kept pages once the child is gone.
+ */
 Test(remote, fork_child_pages_to_the_same_servers)
 {
-	struct upg_stats st;
+	struct upg_stats st, before;
+	int go[2], status;
 	struct run t;
-	int status;
+	char c;
 	pid_t pid;
 
 	skip_forked_threads_under_tsan();
 	start_loopback(2, 256);
 	run_start(&t, 0, 1);
+	cr_assert_eq(pipe(go), 0);
 	cr_assert_eq(upg_ctx_fork_prepare(t.ctx), 0);
+	before = stats_of(t.ctx);
+	cr_assert_leq(before.resident_bytes, LIMIT, "the fork brought pages back: %llu bytes in",
+		      (unsigned long long)before.resident_bytes);
 	pid = fork();
 	cr_assert_neq(pid, -1);
 	if (pid == 0) {
 		/* No cr_assert in the child: its exit status says. */
+		close(go[1]);
 		if (upg_ctx_fork_child(t.ctx) < 0)
 			_exit(10);
+		if (read(go[0], &c, 1) != 1)
+			_exit(14);
 		if (!all_right(t.base, t.ps, t.pages, 1))
 			_exit(11);
 		fill(t.base, t.ps, t.pages, 2);
 		if (!all_right(t.base, t.ps, t.pages, 2))
 			_exit(12);
 		st = stats_of(t.ctx);
-		if (st.remote_servers != 2 || st.swap_outs < t.pages / 2 || !st.swap_ins)
+		if (st.remote_servers != 2 || st.swap_outs < t.pages / 2 || !st.swap_ins ||
+		    st.read_errors)
 			_exit(13);
 		run_end(&t);
 		_exit(0);
 	}
+	close(go[0]);
 	upg_ctx_fork_parent(t.ctx);
+	st = stats_of(t.ctx);
+	cr_assert_eq(st.swap_ins, before.swap_ins, "the fork read %llu pages back",
+		     (unsigned long long)(st.swap_ins - before.swap_ins));
 	fill(t.base, t.ps, t.pages, 3);
 	cr_assert(all_right(t.base, t.ps, t.pages, 3), "the parent lost its writes");
+	st = stats_of(t.ctx);
+	cr_assert_gt(st.swap_kept_bytes, 0, "the parent's dead pages were not kept for the child");
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	close(go[1]);
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed: status %#x",
 		  status);
 	cr_assert(all_right(t.base, t.ps, t.pages, 3), "the child's pages showed in the parent");
+	/* The kept pages go once the reclaimer sees the child gone. */
+	stats_wait(t.ctx, st, st.swap_kept_bytes == 0, 10000);
 	run_end(&t);
 }
 

@@ -14,6 +14,7 @@
 #include "mcserver.h"
 #include "memcached.h"
 #include "pattern.h"
+#include "swap_alloc.h"
 
 #define PS 4096u
 #define NSRV 3
@@ -324,6 +325,93 @@ Test(memcached, discard_deletes)
 	memcached_get_stats(b, &st);
 	cr_assert_eq(st.misses, 2);
 	close_all(b, q, &v);
+}
+
+/*
+ * A forked child's backend (inherit) reads the parent's pages under the
+ * parent's keys, takes its own slots after them, refuses to write the
+ * parent's, and never deletes them: discarding them in the child leaves
+ * them readable by both; its own discard as usual. A grandchild reads both.
+ */
+Test(memcached, inherit_reads_the_parent_never_deletes_its_keys)
+{
+	struct backend *parent = start(2, 16, 1, 0), *child, *grandchild;
+	struct memcached_config cfg = { .page_size = PS, .servers = list, .inherit = parent };
+	struct backend_queue *pq, *cq, *gq;
+	struct memcached_stats st;
+	struct ios pw, cw, r;
+
+	ios_init(&pw, 16);
+	ios_init(&cw, 16);
+	ios_init(&r, 16);
+	cr_assert_eq(backend_queue_open(parent, 16, &pq), 0);
+	alloc_all(parent, &pw);
+	for (unsigned i = 0; i < 16; i++)
+		pattern_fill(pw.io[i].buf, PS, 5, i);
+	cr_assert_eq(run(pq, &pw, true), 16);
+
+	cr_assert_eq(memcached_open(&cfg, &child), 0);
+	cr_assert_eq(memcached_nsources(child), 2);
+	cr_assert_eq(backend_queue_open(child, 16, &cq), 0);
+	for (unsigned i = 0; i < 16; i++)
+		r.io[i] = (struct backend_io){ .slot = pw.io[i].slot, .crc = pw.io[i].crc,
+					       .buf = r.bufs + (size_t)i * PS };
+	cr_assert_eq(run(cq, &r, false), 16, "the child cannot read the parent's pages");
+	for (unsigned i = 0; i < 16; i++)
+		cr_assert_eq(pattern_check(r.io[i].buf, PS, 5, i), -1, "page %u", i);
+	/* Its own slots come after the parent's; the parent's are not its to
+	 * write. */
+	alloc_all(child, &cw);
+	for (unsigned i = 0; i < 16; i++) {
+		cr_assert_eq(swap_slot_file(cw.io[i].slot), 1);
+		pattern_fill(cw.io[i].buf, PS, 6, i);
+	}
+	cr_assert_eq(backend_queue_write(cq, &pw.io[0]), -EINVAL, "the child wrote a parent's key");
+	cr_assert_eq(run(cq, &cw, true), 16);
+	/* Discarding the parent's slots in the child deletes nothing. */
+	for (unsigned i = 0; i < 16; i++)
+		cr_assert_eq(backend_discard(child, &pw.io[i].slot, 1), 0);
+	backend_free_slots(child, &pw.io[0].slot, 1);
+	cr_assert_eq(run(cq, &r, false), 16, "the child's discard deleted the parent's pages");
+	memcached_get_stats(child, &st);
+	cr_assert_eq(st.deletes, 0);
+	cr_assert_eq(st.slots_used, 16, "only its own slots count");
+	cr_assert_eq(run(pq, &r, false), 16, "the parent lost its pages");
+
+	/* A grandchild reads both generations. */
+	cfg.inherit = child;
+	cr_assert_eq(memcached_open(&cfg, &grandchild), 0);
+	cr_assert_eq(memcached_nsources(grandchild), 3);
+	cr_assert_eq(backend_queue_open(grandchild, 16, &gq), 0);
+	cr_assert_eq(run(gq, &r, false), 16);
+	for (unsigned i = 0; i < 16; i++)
+		r.io[i] = (struct backend_io){ .slot = cw.io[i].slot, .crc = cw.io[i].crc,
+					       .buf = r.bufs + (size_t)i * PS };
+	cr_assert_eq(run(gq, &r, false), 16, "the grandchild cannot read the child's pages");
+	for (unsigned i = 0; i < 16; i++)
+		cr_assert_eq(pattern_check(r.io[i].buf, PS, 6, i), -1, "page %u", i);
+	backend_queue_close(gq);
+	backend_close(grandchild);
+
+	/* The child's own slots discard as usual. */
+	for (unsigned i = 0; i < 16; i++)
+		cr_assert_eq(backend_discard(child, &cw.io[i].slot, 1), 0);
+	for (int i = 0; i < 200; i++) {
+		struct backend_io *none;
+
+		memcached_get_stats(child, &st);
+		if (st.slots_used == 0)
+			break;
+		backend_submit(cq);
+		backend_reap(cq, &none, 1, 0);
+		usleep(2000);
+	}
+	cr_assert_eq(st.slots_used, 0, "the child's discarded slots stayed used");
+	ios_fini(&cw);
+	ios_fini(&r);
+	backend_queue_close(cq);
+	backend_close(child);
+	close_all(parent, pq, &pw);
 }
 
 /* Two replicas: with one server killed, every page still reads back. */
