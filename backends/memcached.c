@@ -62,12 +62,18 @@ struct mc {
 	 * or deleted; file nforeign is this backend's, with a random id. */
 	uint64_t ids[SWAP_MAX_FILES];
 	unsigned nforeign;
+	struct memcached_child *report;   /* a forked child's: to its parent */
 
-	/* Slots discarded, their deletes not yet sent (any thread adds). */
+	/* Slots discarded, their deletes not yet sent (any thread adds); and
+	 * the keys gone children left, [next, end) of key space id. */
 	pthread_mutex_t del_lock;
 	uint64_t *del;
 	size_t ndel, del_cap;
-	atomic_size_t ndel_hint;
+	struct orphans {
+		uint64_t id, next, end;
+	} *orph;
+	size_t norph;
+	atomic_size_t ndel_hint;         /* ndel + norph */
 
 	_Atomic uint64_t gets, sets, deletes, misses, fallbacks, full, timeouts, conn_lost,
 		reconnects, delete_leaks, sends;
@@ -79,6 +85,8 @@ enum { OP_GET, OP_SET, OP_DEL, OP_NOOP };
 struct mc_op {
 	struct backend_io *io;          /* NULL for a delete */
 	uint64_t slot;
+	uint64_t id;                    /* the key space of slot's page */
+	bool orphan;                    /* a delete of a gone child's key */
 	/* tried: servers of srv[] asked (a read) or considered (a write). */
 	uint8_t type, nsrv, tried, left, ok;
 	int err;
@@ -210,9 +218,9 @@ static uint64_t hash_str(const char *s, uint64_t seed)
  * after the key's hash, then the next points of other servers; replicas + 1
  * of them (as many as there are), the last one a spare for writes while one
  * is down. */
-static unsigned servers_for(const struct mc *m, uint64_t slot, uint16_t *srv)
+static unsigned servers_for(const struct mc *m, uint64_t id, uint64_t page, uint16_t *srv)
 {
-	uint64_t h = mix64(slot_id(m, slot) ^ mix64(swap_slot_page(slot) + 1));
+	uint64_t h = mix64(id ^ mix64(page + 1));
 	unsigned n = m->nservers * VNODES, lo = 0, hi = n, k = 0;
 	unsigned want = m->replicas + 1 < m->nservers ? m->replicas + 1 : m->nservers;
 
@@ -324,7 +332,7 @@ static void req_done(struct mc_queue *q, struct mc_op *op, int res)
 			 * under that key. */
 			if (op->err) {
 				count(&m->delete_leaks);
-			} else {
+			} else if (!op->orphan) {
 				uint64_t slot = alloc_slot(m, op->slot);
 
 				swap_alloc_free(m->alloc, &slot, 1, NULL);
@@ -470,19 +478,19 @@ static void issue(struct mc_queue *q, struct mc_op *op, unsigned si)
 	switch (op->type) {
 	case OP_GET:
 		n = snprintf(rq->hdr, sizeof(rq->hdr), "mg u%016llx.%llx v\r\n",
-			     (unsigned long long)slot_id(m, op->slot),
+			     (unsigned long long)op->id,
 			     (unsigned long long)swap_slot_page(op->slot));
 		count(&m->gets);
 		break;
 	case OP_SET:
 		n = snprintf(rq->hdr, sizeof(rq->hdr), "ms u%016llx.%llx %u\r\n",
-			     (unsigned long long)slot_id(m, op->slot),
+			     (unsigned long long)op->id,
 			     (unsigned long long)swap_slot_page(op->slot), m->base.page_size);
 		count(&m->sets);
 		break;
 	case OP_DEL:
 		n = snprintf(rq->hdr, sizeof(rq->hdr), "md u%016llx.%llx\r\n",
-			     (unsigned long long)slot_id(m, op->slot),
+			     (unsigned long long)op->id,
 			     (unsigned long long)swap_slot_page(op->slot));
 		count(&m->deletes);
 		break;
@@ -662,22 +670,34 @@ static int parse(struct mc_queue *q, unsigned si)
 static void take_deletes(struct mc_queue *q)
 {
 	struct mc *m = to_mc(q->base.backend);
-	uint64_t slots[DEL_BATCH];
+	struct mc_op take[DEL_BATCH];
 	unsigned n = 0;
 
 	if (!atomic_load_explicit(&m->ndel_hint, memory_order_relaxed) || q->dels == DEL_BATCH ||
 	    q->closing)
 		return;
 	pthread_mutex_lock(&m->del_lock);
-	while (m->ndel && q->dels + n < DEL_BATCH)
-		slots[n++] = m->del[--m->ndel];
-	atomic_store_explicit(&m->ndel_hint, m->ndel, memory_order_relaxed);
+	while (m->ndel && q->dels + n < DEL_BATCH) {
+		uint64_t slot = m->del[--m->ndel];
+
+		take[n++] = (struct mc_op){ .type = OP_DEL, .slot = slot, .id = slot_id(m, slot) };
+	}
+	while (m->norph && q->dels + n < DEL_BATCH) {
+		struct orphans *o = &m->orph[m->norph - 1];
+
+		take[n++] = (struct mc_op){ .type = OP_DEL, .slot = o->next++, .id = o->id,
+					    .orphan = true };
+		if (o->next == o->end)
+			m->norph--;
+	}
+	atomic_store_explicit(&m->ndel_hint, m->ndel + m->norph, memory_order_relaxed);
 	pthread_mutex_unlock(&m->del_lock);
 	for (unsigned i = 0; i < n; i++) {
 		struct mc_op *op = q->free_ops[--q->nfree_ops];
 
-		*op = (struct mc_op){ .type = OP_DEL, .slot = slots[i] };
-		op->nsrv = op->left = (uint8_t)servers_for(m, slots[i], op->srv);
+		*op = take[i];
+		op->nsrv = op->left = (uint8_t)servers_for(m, op->id, swap_slot_page(op->slot),
+							   op->srv);
 		q->dels++;
 		for (unsigned k = 0, nsrv = op->nsrv; k < nsrv; k++)
 			issue(q, op, op->srv[k]);
@@ -819,8 +839,9 @@ static int queue_io(struct backend_queue *bq, struct backend_io *io, int type)
 	if (q->u.outstanding == q->u.depth)
 		return -EAGAIN;
 	op = q->free_ops[--q->nfree_ops];
-	*op = (struct mc_op){ .io = io, .slot = io->slot, .type = (uint8_t)type };
-	op->nsrv = (uint8_t)servers_for(m, io->slot, op->srv);
+	*op = (struct mc_op){ .io = io, .slot = io->slot, .id = slot_id(m, io->slot),
+			      .type = (uint8_t)type };
+	op->nsrv = (uint8_t)servers_for(m, op->id, swap_slot_page(op->slot), op->srv);
 	q->u.outstanding++;
 	q->unsubmitted++;
 	if (type == OP_SET) {
@@ -1020,9 +1041,19 @@ static int mc_alloc_slots(struct backend *b, unsigned n, uint64_t *slots)
 {
 	struct mc *m = to_mc(b);
 	unsigned got = swap_alloc_get(m->alloc, n > INT_MAX ? INT_MAX : n, slots);
+	uint64_t reach = 0;
 
-	for (unsigned i = 0; i < got; i++)
+	for (unsigned i = 0; i < got; i++) {
+		reach = slots[i] + 1 > reach ? slots[i] + 1 : reach;
 		slots[i] += swap_slot(m->nforeign, 0);
+	}
+	/* Before any page is written there: the parent deletes below it. */
+	if (m->report) {
+		uint64_t was = atomic_load(&m->report->pages);
+
+		while (was < reach && !atomic_compare_exchange_weak(&m->report->pages, &was, reach))
+			;
+	}
 	return (int)got;
 }
 
@@ -1064,7 +1095,7 @@ static int mc_discard(struct backend *b, const uint64_t *slots, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		if (slot_own(m, slots[i]))
 			m->del[m->ndel++] = slots[i];
-	atomic_store_explicit(&m->ndel_hint, m->ndel, memory_order_relaxed);
+	atomic_store_explicit(&m->ndel_hint, m->ndel + m->norph, memory_order_relaxed);
 out:
 	pthread_mutex_unlock(&m->del_lock);
 	return ret;
@@ -1078,10 +1109,10 @@ static void drain_deletes(struct mc *m)
 	struct mc_queue *q;
 	uint64_t deadline = now_ms() + 2ull * m->timeout_ms;
 
-	if (!m->ndel || mc_queue_open(&m->base, DEL_BATCH, &bq) < 0)
+	if ((!m->ndel && !m->norph) || mc_queue_open(&m->base, DEL_BATCH, &bq) < 0)
 		return;
 	q = to_queue(bq);
-	while ((m->ndel || q->dels) && now_ms() < deadline) {
+	while ((m->ndel || m->norph || q->dels) && now_ms() < deadline) {
 		struct __kernel_timespec ts = { 0, 50 * 1000000L };
 		struct io_uring_cqe *cqe;
 
@@ -1101,6 +1132,10 @@ static void mc_close(struct backend *b)
 
 		drain_deletes(m);
 		memcached_get_stats(b, &st);
+		/* Nothing of ours is left on the servers: nothing for the
+		 * parent to delete after us. */
+		if (m->report && !st.slots_used)
+			atomic_store(&m->report->pages, 0);
 		upg_log(st.conn_lost || st.full || st.delete_leaks ? UPG_LOG_INFO : UPG_LOG_DEBUG,
 			LOG_PREFIX,
 			"%llu gets (%llu misses, %llu retried elsewhere), %llu sets (%llu refused "
@@ -1116,6 +1151,7 @@ static void mc_close(struct backend *b)
 	swap_alloc_destroy(m->alloc);
 	pthread_mutex_destroy(&m->del_lock);
 	free(m->del);
+	free(m->orph);
 	free(m->servers);
 	free(m->ring);
 	free(m);
@@ -1331,6 +1367,11 @@ int memcached_open(const struct memcached_config *cfg, struct backend **out)
 	}
 	if (getrandom(&m->ids[m->nforeign], sizeof(m->ids[0]), 0) != sizeof(m->ids[0]))
 		m->ids[m->nforeign] = mix64((uint64_t)getpid() << 32 ^ now_ms());
+	m->report = cfg->report;
+	if (m->report) {
+		atomic_store(&m->report->pages, 0);
+		atomic_store(&m->report->id, m->ids[m->nforeign]);
+	}
 	/* Slots for what the servers hold; a server that fills up before
 	 * the others (the hash is not perfectly even) answers -ENOSPC. */
 	pages = bytes / (cfg->page_size + ITEM_OVERHEAD) / m->replicas;
@@ -1351,6 +1392,33 @@ fail:
 unsigned memcached_nsources(struct backend *b)
 {
 	return to_mc(b)->nforeign + 1;
+}
+
+bool memcached_deletes_waiting(struct backend *b)
+{
+	return atomic_load_explicit(&to_mc(b)->ndel_hint, memory_order_relaxed) != 0;
+}
+
+int memcached_orphans(struct backend *b, const struct memcached_child *c)
+{
+	struct mc *m = to_mc(b);
+	uint64_t id = atomic_load(&c->id), pages = atomic_load(&c->pages);
+	struct orphans *o;
+	int ret = 0;
+
+	if (!id || !pages)
+		return 0;
+	pthread_mutex_lock(&m->del_lock);
+	o = realloc(m->orph, (m->norph + 1) * sizeof(*o));
+	if (o) {
+		m->orph = o;
+		o[m->norph++] = (struct orphans){ id, 0, pages };
+		atomic_store_explicit(&m->ndel_hint, m->ndel + m->norph, memory_order_relaxed);
+	} else {
+		ret = -ENOMEM;     /* the pages stay on the servers */
+	}
+	pthread_mutex_unlock(&m->del_lock);
+	return ret;
 }
 
 void memcached_get_stats(struct backend *b, struct memcached_stats *st)

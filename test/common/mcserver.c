@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -48,23 +49,24 @@ int mcserver_free_port(const char *ip)
 
 /* Whether s answers, and is the server we started (its pid): a server of
  * someone else's on the port we picked must not be taken for ours. */
-static bool accepting(const struct mcserver *s)
+/* The server's answer to "stats" into buf (NUL-terminated; empty if it
+ * does not answer within a second). */
+static void stats_text(const struct mcserver *s, char *buf, size_t size)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s->port) };
 	struct timeval tv = { 1, 0 };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	char buf[8192], want[32];
 	size_t len = 0;
-	bool ok = false;
 
+	buf[0] = 0;
 	if (fd < 0)
-		return false;
+		return;
 	inet_pton(AF_INET, s->ip, &a.sin_addr);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) || write(fd, "stats\r\n", 7) != 7)
 		goto out;
-	while (len < sizeof(buf) - 1) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+	while (len < size - 1) {
+		ssize_t n = read(fd, buf + len, size - 1 - len);
 
 		if (n <= 0)
 			break;
@@ -74,11 +76,27 @@ static bool accepting(const struct mcserver *s)
 			break;
 	}
 	buf[len] = 0;
-	snprintf(want, sizeof(want), "STAT pid %d\r\n", (int)s->pid);
-	ok = strstr(buf, want) != NULL;
 out:
 	close(fd);
-	return ok;
+}
+
+static bool accepting(const struct mcserver *s)
+{
+	char buf[8192], want[32];
+
+	stats_text(s, buf, sizeof(buf));
+	snprintf(want, sizeof(want), "STAT pid %d\r\n", (int)s->pid);
+	return strstr(buf, want) != NULL;
+}
+
+long mcserver_items(const struct mcserver *s)
+{
+	char buf[8192];
+	const char *at;
+
+	stats_text(s, buf, sizeof(buf));
+	at = strstr(buf, "STAT curr_items ");
+	return at ? strtol(at + strlen("STAT curr_items "), NULL, 10) : -1;
 }
 
 int mcserver_start(struct mcserver *s, const char *ip, unsigned mb, const char *netns)

@@ -37,6 +37,9 @@ void mcserver_resume(struct mcserver *s);
 /* SIGKILL and reap; a no-op on a server not running. */
 void mcserver_kill(struct mcserver *s);
 
+/* Items the server holds now (stats curr_items), or -1. */
+long mcserver_items(const struct mcserver *s);
+
 /* A port on ip where nothing listens (bound and released). */
 int mcserver_free_port(const char *ip);
 

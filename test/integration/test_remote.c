@@ -247,6 +247,67 @@ Test(remote, fork_child_pages_to_the_same_servers)
 	run_end(&t);
 }
 
+/* Items on the first n servers. */
+static long items_on(unsigned n)
+{
+	long sum = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		long k = mcserver_items(&srv[i]);
+
+		cr_assert_geq(k, 0, "no stats from server %u", i);
+		sum += k;
+	}
+	return sum;
+}
+
+/*
+ * A child that leaves by _exit() (as redis' BGSAVE child does: no
+ * destructor, no context destroyed) with pages out under its own keys:
+ * once it is gone the parent deletes them, and the servers hold the
+ * parent's pages only.
+ */
+Test(remote, fork_child_gone_by_exit_leaves_nothing_on_the_servers)
+{
+	struct upg_stats st;
+	struct run t;
+	int status;
+	long items = -1;
+	pid_t pid;
+
+	skip_forked_threads_under_tsan();
+	start_loopback(2, 256);
+	run_start(&t, 0, 1);
+	cr_assert_eq(upg_ctx_fork_prepare(t.ctx), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		if (upg_ctx_fork_child(t.ctx) < 0)
+			_exit(10);
+		fill(t.base, t.ps, t.pages, 2);
+		if (!all_right(t.base, t.ps, t.pages, 2))
+			_exit(12);
+		st = stats_of(t.ctx);
+		_exit(st.swap_used_bytes >= LIMIT ? 0 : 13);   /* pages left out */
+	}
+	upg_ctx_fork_parent(t.ctx);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed: status %#x",
+		  status);
+	for (int i = 0; i < 1000; i++) {
+		st = stats_of(t.ctx);
+		items = items_on(2);
+		if (!st.swap_kept_bytes && items == (long)(st.swap_used_bytes / t.ps))
+			break;
+		itest_sleep_ms(10);
+	}
+	cr_assert_eq(items, (long)(st.swap_used_bytes / t.ps),
+		     "%ld items on the servers, the parent has %llu pages out", items,
+		     (unsigned long long)(st.swap_used_bytes / t.ps));
+	cr_assert(all_right(t.base, t.ps, t.pages, 1), "the parent lost pages");
+	run_end(&t);
+}
+
 Test(remote, one_loopback_server)
 {
 	start_loopback(1, 256);
