@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "reaper.h"
 #include "swap_alloc.h"
 
 #define VNODES 160u             /* ring points per server */
@@ -62,18 +63,13 @@ struct mc {
 	 * or deleted; file nforeign is this backend's, with a random id. */
 	uint64_t ids[SWAP_MAX_FILES];
 	unsigned nforeign;
-	struct memcached_child *report;   /* a forked child's: to its parent */
+	struct reaper reaper;           /* deletes our pages once we are gone */
 
-	/* Slots discarded, their deletes not yet sent (any thread adds); and
-	 * the keys gone children left, [next, end) of key space id. */
+	/* Slots discarded, their deletes not yet sent (any thread adds). */
 	pthread_mutex_t del_lock;
 	uint64_t *del;
 	size_t ndel, del_cap;
-	struct orphans {
-		uint64_t id, next, end;
-	} *orph;
-	size_t norph;
-	atomic_size_t ndel_hint;         /* ndel + norph */
+	atomic_size_t ndel_hint;
 
 	_Atomic uint64_t gets, sets, deletes, misses, fallbacks, full, timeouts, conn_lost,
 		reconnects, delete_leaks, sends;
@@ -86,7 +82,6 @@ struct mc_op {
 	struct backend_io *io;          /* NULL for a delete */
 	uint64_t slot;
 	uint64_t id;                    /* the key space of slot's page */
-	bool orphan;                    /* a delete of a gone child's key */
 	/* tried: servers of srv[] asked (a read) or considered (a write). */
 	uint8_t type, nsrv, tried, left, ok;
 	int err;
@@ -332,7 +327,7 @@ static void req_done(struct mc_queue *q, struct mc_op *op, int res)
 			 * under that key. */
 			if (op->err) {
 				count(&m->delete_leaks);
-			} else if (!op->orphan) {
+			} else {
 				uint64_t slot = alloc_slot(m, op->slot);
 
 				swap_alloc_free(m->alloc, &slot, 1, NULL);
@@ -682,15 +677,7 @@ static void take_deletes(struct mc_queue *q)
 
 		take[n++] = (struct mc_op){ .type = OP_DEL, .slot = slot, .id = slot_id(m, slot) };
 	}
-	while (m->norph && q->dels + n < DEL_BATCH) {
-		struct orphans *o = &m->orph[m->norph - 1];
-
-		take[n++] = (struct mc_op){ .type = OP_DEL, .slot = o->next++, .id = o->id,
-					    .orphan = true };
-		if (o->next == o->end)
-			m->norph--;
-	}
-	atomic_store_explicit(&m->ndel_hint, m->ndel + m->norph, memory_order_relaxed);
+	atomic_store_explicit(&m->ndel_hint, m->ndel, memory_order_relaxed);
 	pthread_mutex_unlock(&m->del_lock);
 	for (unsigned i = 0; i < n; i++) {
 		struct mc_op *op = q->free_ops[--q->nfree_ops];
@@ -1047,13 +1034,8 @@ static int mc_alloc_slots(struct backend *b, unsigned n, uint64_t *slots)
 		reach = slots[i] + 1 > reach ? slots[i] + 1 : reach;
 		slots[i] += swap_slot(m->nforeign, 0);
 	}
-	/* Before any page is written there: the parent deletes below it. */
-	if (m->report) {
-		uint64_t was = atomic_load(&m->report->pages);
-
-		while (was < reach && !atomic_compare_exchange_weak(&m->report->pages, &was, reach))
-			;
-	}
+	/* Before any page is written there: the reaper deletes below it. */
+	reaper_raise(&m->reaper, reach);
 	return (int)got;
 }
 
@@ -1095,7 +1077,7 @@ static int mc_discard(struct backend *b, const uint64_t *slots, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		if (slot_own(m, slots[i]))
 			m->del[m->ndel++] = slots[i];
-	atomic_store_explicit(&m->ndel_hint, m->ndel + m->norph, memory_order_relaxed);
+	atomic_store_explicit(&m->ndel_hint, m->ndel, memory_order_relaxed);
 out:
 	pthread_mutex_unlock(&m->del_lock);
 	return ret;
@@ -1109,10 +1091,10 @@ static void drain_deletes(struct mc *m)
 	struct mc_queue *q;
 	uint64_t deadline = now_ms() + 2ull * m->timeout_ms;
 
-	if ((!m->ndel && !m->norph) || mc_queue_open(&m->base, DEL_BATCH, &bq) < 0)
+	if (!m->ndel || mc_queue_open(&m->base, DEL_BATCH, &bq) < 0)
 		return;
 	q = to_queue(bq);
-	while ((m->ndel || m->norph || q->dels) && now_ms() < deadline) {
+	while ((m->ndel || q->dels) && now_ms() < deadline) {
 		struct __kernel_timespec ts = { 0, 50 * 1000000L };
 		struct io_uring_cqe *cqe;
 
@@ -1133,9 +1115,8 @@ static void mc_close(struct backend *b)
 		drain_deletes(m);
 		memcached_get_stats(b, &st);
 		/* Nothing of ours is left on the servers: nothing for the
-		 * parent to delete after us. */
-		if (m->report && !st.slots_used)
-			atomic_store(&m->report->pages, 0);
+		 * reaper to delete after us. */
+		reaper_detach(&m->reaper, !st.slots_used);
 		upg_log(st.conn_lost || st.full || st.delete_leaks ? UPG_LOG_INFO : UPG_LOG_DEBUG,
 			LOG_PREFIX,
 			"%llu gets (%llu misses, %llu retried elsewhere), %llu sets (%llu refused "
@@ -1151,7 +1132,6 @@ static void mc_close(struct backend *b)
 	swap_alloc_destroy(m->alloc);
 	pthread_mutex_destroy(&m->del_lock);
 	free(m->del);
-	free(m->orph);
 	free(m->servers);
 	free(m->ring);
 	free(m);
@@ -1304,6 +1284,15 @@ static int parse_servers(struct mc *m, const char *list)
 	return 0;
 }
 
+static int start_reaper(struct mc *m)
+{
+	struct reaper_server rs[MC_MAX_SERVERS];
+
+	for (unsigned i = 0; i < m->nservers; i++)
+		rs[i] = (struct reaper_server){ m->servers[i].addr, m->servers[i].alen };
+	return reaper_start(&m->reaper, rs, m->nservers, m->ids[m->nforeign], m->timeout_ms);
+}
+
 int memcached_open(const struct memcached_config *cfg, struct backend **out)
 {
 	const struct mc *parent = cfg && cfg->inherit ? to_mc(cfg->inherit) : NULL;
@@ -1367,11 +1356,6 @@ int memcached_open(const struct memcached_config *cfg, struct backend **out)
 	}
 	if (getrandom(&m->ids[m->nforeign], sizeof(m->ids[0]), 0) != sizeof(m->ids[0]))
 		m->ids[m->nforeign] = mix64((uint64_t)getpid() << 32 ^ now_ms());
-	m->report = cfg->report;
-	if (m->report) {
-		atomic_store(&m->report->pages, 0);
-		atomic_store(&m->report->id, m->ids[m->nforeign]);
-	}
 	/* Slots for what the servers hold; a server that fills up before
 	 * the others (the hash is not perfectly even) answers -ENOSPC. */
 	pages = bytes / (cfg->page_size + ITEM_OVERHEAD) / m->replicas;
@@ -1382,6 +1366,10 @@ int memcached_open(const struct memcached_config *cfg, struct backend **out)
 	ret = swap_alloc_create(1, &nclusters, &prio, &m->alloc);
 	if (ret < 0)
 		goto fail;
+	ret = start_reaper(m);
+	if (ret < 0)
+		pr_perr(ret, "cannot start the reaper: the pages of a process that ends without "
+			"closing its context stay on the servers");
 	*out = &m->base;
 	return 0;
 fail:
@@ -1392,33 +1380,6 @@ fail:
 unsigned memcached_nsources(struct backend *b)
 {
 	return to_mc(b)->nforeign + 1;
-}
-
-bool memcached_deletes_waiting(struct backend *b)
-{
-	return atomic_load_explicit(&to_mc(b)->ndel_hint, memory_order_relaxed) != 0;
-}
-
-int memcached_orphans(struct backend *b, const struct memcached_child *c)
-{
-	struct mc *m = to_mc(b);
-	uint64_t id = atomic_load(&c->id), pages = atomic_load(&c->pages);
-	struct orphans *o;
-	int ret = 0;
-
-	if (!id || !pages)
-		return 0;
-	pthread_mutex_lock(&m->del_lock);
-	o = realloc(m->orph, (m->norph + 1) * sizeof(*o));
-	if (o) {
-		m->orph = o;
-		o[m->norph++] = (struct orphans){ id, 0, pages };
-		atomic_store_explicit(&m->ndel_hint, m->ndel + m->norph, memory_order_relaxed);
-	} else {
-		ret = -ENOMEM;     /* the pages stay on the servers */
-	}
-	pthread_mutex_unlock(&m->del_lock);
-	return ret;
 }
 
 void memcached_get_stats(struct backend *b, struct memcached_stats *st)

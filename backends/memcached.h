@@ -38,24 +38,11 @@
 #ifndef UPG_MEMCACHED_H
 #define UPG_MEMCACHED_H
 
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "backend.h"
 
 #define MC_MAX_SERVERS 64u
-
-/*
- * What the backend of a forked child tells its parent through memory they
- * share (MAP_SHARED, made by the parent before the fork): its key space and
- * how far its slots reach, so that the parent can delete the pages it left
- * once it is gone, however it ended (exit, _exit, a signal, exec).
- */
-struct memcached_child {
-	_Atomic uint64_t id;        /* 0 until the child's backend is open */
-	_Atomic uint64_t pages;     /* every slot it used is below this; 0
-				     * once it deleted its pages itself */
-};
 
 struct memcached_config {
 	uint32_t page_size;
@@ -71,7 +58,6 @@ struct memcached_config {
 	 * parent's ids are read from it.
 	 */
 	struct backend *inherit;
-	struct memcached_child *report;     /* with inherit: told to the parent */
 };
 
 struct memcached_stats {
@@ -104,10 +90,6 @@ void memcached_get_stats(struct backend *b, struct memcached_stats *st);
 /* Key spaces b reads from: its own and those inherited (at most
  * SWAP_MAX_FILES). */
 unsigned memcached_nsources(struct backend *b);
-/* Delete what a child that is gone left under its keys (c, filled by its
- * backend), in the background like discards: 0 or -ENOMEM. */
-int memcached_orphans(struct backend *b, const struct memcached_child *c);
-/* Whether deletes wait to be sent (they go with a queue's next submit). */
-bool memcached_deletes_waiting(struct backend *b);
+
 
 #endif /* UPG_MEMCACHED_H */

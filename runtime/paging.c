@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,8 +24,7 @@
 /* Candidates a handler can hand the reclaimer between two of its passes. */
 #define HANDLER_RESQ (1u << 18)
 
-static int open_backend(struct paging *pg, const struct upg_config *cfg, struct backend *inherit,
-			struct memcached_child *report)
+static int open_backend(struct paging *pg, const struct upg_config *cfg, struct backend *inherit)
 {
 	struct memcached_config mc = {
 		.page_size = (uint32_t)pg->page_size,
@@ -34,7 +32,6 @@ static int open_backend(struct paging *pg, const struct upg_config *cfg, struct 
 		.replicas = cfg->remote_replicas,
 		.timeout_ms = cfg->remote_timeout_ms,
 		.inherit = inherit,
-		.report = report,
 	};
 	struct swapfile_spec specs[SWAP_MAX_FILES];
 	struct swapfile_config sc = {
@@ -111,12 +108,11 @@ static int keep_child_specs(struct paging *pg, const struct upg_config *cfg)
 	return 0;
 }
 
-static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backend *inherit,
-		       struct memcached_child *report);
+static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backend *inherit);
 
 int paging_create(struct upg_ctx *ctx)
 {
-	return paging_make(ctx, NULL, NULL, NULL);
+	return paging_make(ctx, NULL, NULL);
 }
 
 /* The parent's paging as the child got it: its queues and backend are
@@ -135,11 +131,8 @@ static void forget_parent(struct paging *old)
 	 * process's slots through the parent's files too.) */
 	if (old->fork_pipe[0] >= 0)
 		close(old->fork_pipe[0]);
-	for (unsigned i = 0; i < old->nforks; i++) {
+	for (unsigned i = 0; i < old->nforks; i++)
 		close(old->forks[i]);
-		if (old->fork_reports[i])
-			munmap(old->fork_reports[i], sizeof(struct memcached_child));
-	}
 	free(old->deferred);
 	free(old->fe);
 	free(old->lru);
@@ -165,8 +158,7 @@ int paging_fork_child(struct upg_ctx *ctx)
 	/* The parent's swap files, or its keys on the servers, are read at
 	 * their slots until this child closes its end of the pipe (fork.c);
 	 * without the pipe, the parent's pages were all brought back. */
-	ret = paging_make(ctx, old->files, old->fork_pipe[1] >= 0 ? old->backend : NULL,
-			  old->fork_report);
+	ret = paging_make(ctx, old->files, old->fork_pipe[1] >= 0 ? old->backend : NULL);
 	cfg->swap_files = NULL;
 	cfg->remote_servers = ctx->paging ? ctx->paging->remote : NULL;
 	if (ctx->paging) {
@@ -179,8 +171,7 @@ int paging_fork_child(struct upg_ctx *ctx)
 	return ret;
 }
 
-static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backend *inherit,
-		       struct memcached_child *report)
+static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backend *inherit)
 {
 	const struct upg_config *cfg = &ctx->cfg;
 	struct paging *pg;
@@ -225,7 +216,7 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 		goto err;
 	}
 	pg->evict_ready = true;
-	ret = open_backend(pg, cfg, inherit, report);
+	ret = open_backend(pg, cfg, inherit);
 	if (ret < 0) {
 		pr_perr(ret, "cannot open the %s", cfg->remote_servers ? "remote servers" : "swap files");
 		goto err;
@@ -328,13 +319,8 @@ void paging_destroy(struct upg_ctx *ctx)
 	for (unsigned i = 0; i < pg->nchild_swap; i++)
 		free((char *)pg->child_swap[i].path);
 	free(pg->remote);
-	for (unsigned i = 0; i < pg->nforks; i++) {
+	for (unsigned i = 0; i < pg->nforks; i++)
 		close(pg->forks[i]);
-		if (pg->fork_reports[i])
-			munmap(pg->fork_reports[i], sizeof(struct memcached_child));
-	}
-	if (pg->fork_report)
-		munmap(pg->fork_report, sizeof(struct memcached_child));
 	if (pg->parent_pipe >= 0)
 		close(pg->parent_pipe);
 	free(pg->deferred);
@@ -521,22 +507,9 @@ int paging_freeze(struct paging *pg)
 
 	if (sources > SWAP_MAX_FILES || pg->nforks >= PAGING_MAX_FORKS)
 		return -EBUSY;
-	if (pg->remote) {
-		void *p = mmap(NULL, sizeof(struct memcached_child), PROT_READ | PROT_WRITE,
-			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-		if (p == MAP_FAILED)
-			return -errno;
-		pg->fork_report = p;
-	}
 	if (pipe2(pg->fork_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
-		int err = -errno;
-
 		pg->fork_pipe[0] = pg->fork_pipe[1] = -1;
-		if (pg->fork_report)
-			munmap(pg->fork_report, sizeof(struct memcached_child));
-		pg->fork_report = NULL;
-		return err;
+		return -errno;
 	}
 	atomic_fetch_add(&pg->frozen, 1);
 	while (atomic_load(&pg->discarding))
@@ -550,34 +523,14 @@ void paging_forked(struct paging *pg)
 		return;
 	close(pg->fork_pipe[1]);
 	pthread_mutex_lock(&pg->defer_lock);
-	pg->fork_reports[pg->nforks] = pg->fork_report;
 	pg->forks[pg->nforks++] = pg->fork_pipe[0];
 	pthread_mutex_unlock(&pg->defer_lock);
 	pg->fork_pipe[0] = pg->fork_pipe[1] = -1;
-	pg->fork_report = NULL;
-}
-
-/* Send the deletes the servers are owed now (through the reclaimer's
- * queue, on the reclaimer's thread), rather than with the next write-back:
- * the process may stay idle, or exit without destroying its context. */
-static void push_deletes(struct paging *pg)
-{
-	struct pollfd pfd = { .fd = backend_queue_fd(pg->queue), .events = POLLIN };
-	struct backend_io *none;
-
-	for (unsigned ms = 0; ms < 2000 && memcached_deletes_waiting(pg->backend); ms++) {
-		backend_submit(pg->queue);
-		poll(&pfd, 1, 1);
-		backend_reap(pg->queue, &none, 1, 0);
-	}
-	backend_submit(pg->queue);
 }
 
 void paging_forks_check(struct paging *pg)
 {
-	struct memcached_child *gone[PAGING_MAX_FORKS];
 	uint64_t *slots = NULL;
-	unsigned ngone = 0;
 	size_t n = 0;
 	char c;
 
@@ -588,9 +541,6 @@ void paging_forks_check(struct paging *pg)
 		/* EOF: every holder of the write end is gone. */
 		if (read(pg->forks[i], &c, 1) == 0) {
 			close(pg->forks[i]);
-			if (pg->fork_reports[i])
-				gone[ngone++] = pg->fork_reports[i];
-			pg->fork_reports[i] = pg->fork_reports[pg->nforks - 1];
 			pg->forks[i] = pg->forks[--pg->nforks];
 			if (atomic_fetch_sub(&pg->frozen, 1) == 1) {
 				slots = pg->deferred;
@@ -607,12 +557,4 @@ void paging_forks_check(struct paging *pg)
 		backend_discard(pg->backend, slots + i,
 				n - i < PAGING_BATCH ? (unsigned)(n - i) : PAGING_BATCH);
 	free(slots);
-	/* What the children left on the servers under their own keys. */
-	for (unsigned i = 0; i < ngone; i++) {
-		if (memcached_orphans(pg->backend, gone[i]) < 0)
-			pr_err("cannot delete the pages a forked child left on the servers");
-		munmap(gone[i], sizeof(struct memcached_child));
-	}
-	if (ngone)
-		push_deletes(pg);
 }

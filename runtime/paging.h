@@ -107,9 +107,6 @@ struct paging {
 	int fork_pipe[2];               /* made by prepare, for the next child */
 	int forks[PAGING_MAX_FORKS];
 	unsigned nforks;
-	/* With remote servers, what each child's backend tells us (shared
-	 * memory, made by prepare): the keys to delete once it is gone. */
-	struct memcached_child *fork_report, *fork_reports[PAGING_MAX_FORKS];
 	int parent_pipe;                /* in a child: its end of the parent's pipe, or -1 */
 	/* Dirty tracking pays a write-protect fault for each first write to
 	 * a page brought back clean. When most such pages get written anyway,

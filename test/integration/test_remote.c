@@ -264,7 +264,7 @@ static long items_on(unsigned n)
 /*
  * A child that leaves by _exit() (as redis' BGSAVE child does: no
  * destructor, no context destroyed) with pages out under its own keys:
- * once it is gone the parent deletes them, and the servers hold the
+ * once it is gone its reaper deletes them, and the servers hold the
  * parent's pages only.
  */
 Test(remote, fork_child_gone_by_exit_leaves_nothing_on_the_servers)
@@ -306,6 +306,67 @@ Test(remote, fork_child_gone_by_exit_leaves_nothing_on_the_servers)
 		     (unsigned long long)(st.swap_used_bytes / t.ps));
 	cr_assert(all_right(t.base, t.ps, t.pages, 1), "the parent lost pages");
 	run_end(&t);
+}
+
+/* Wait until the first n servers hold no item; the count left. */
+static long wait_empty(unsigned n)
+{
+	long items = items_on(n);
+
+	for (int i = 0; i < 1000 && items; i++) {
+		itest_sleep_ms(10);
+		items = items_on(n);
+	}
+	return items;
+}
+
+/*
+ * A process that pages to the servers and ends without destroying its
+ * context (what every program under upager run does), by _exit() or
+ * killed: once it is gone, its reaper deletes its pages from the servers.
+ */
+static void gone_without_destroy(bool killed)
+{
+	int ready[2], status;
+	char c;
+	pid_t pid;
+
+	skip_forked_threads_under_tsan();
+	start_loopback(2, 256);
+	cr_assert_eq(pipe(ready), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		struct run t;
+
+		close(ready[0]);
+		run_start(&t, 0, 1);
+		if (!all_right(t.base, t.ps, t.pages, 1) || write(ready[1], "r", 1) != 1)
+			_exit(11);
+		if (killed)
+			pause();
+		_exit(0);
+	}
+	close(ready[1]);
+	cr_assert_eq(read(ready[0], &c, 1), 1, "the process did not get going");
+	close(ready[0]);
+	cr_assert_gt(items_on(2), WSET / 2 / itest_page(), "the process had no pages out");
+	if (killed)
+		kill(pid, SIGKILL);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(killed ? WIFSIGNALED(status) : WIFEXITED(status) && !WEXITSTATUS(status),
+		  "status %#x", status);
+	cr_assert_eq(wait_empty(2), 0, "pages left on the servers");
+}
+
+Test(remote, pages_go_when_the_process_exits_without_destroy)
+{
+	gone_without_destroy(false);
+}
+
+Test(remote, pages_go_when_the_process_is_killed)
+{
+	gone_without_destroy(true);
 }
 
 Test(remote, one_loopback_server)

@@ -26,6 +26,27 @@ compare python 32
 grep -E '^swap_outs [1-9]' "$WORK/python.stats" >/dev/null ||
 	fail "no page went to the server: $(cat "$WORK/python.stats")"
 
+# The program is gone without destroying its context (none under upager run
+# does): its reaper deletes its pages from the server.
+items() {
+	"$PY" - "$port" <<'EOF'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"stats\r\n")
+d = b""
+while not d.endswith(b"END\r\n"):
+    d += s.recv(65536)
+print(next(l.split()[2] for l in d.decode().splitlines() if l.startswith("STAT curr_items ")))
+EOF
+}
+n=$(items) i=0
+while [ "$n" != 0 ] && [ $i -lt 100 ]; do
+	sleep 0.1
+	n=$(items) i=$((i + 1))
+done
+[ "$n" = 0 ] || fail "$n pages left on the server after the program exited"
+echo "ok: nothing left on the server"
+
 # A server that is not there stops the program at start.
 rc=0
 UPAGER_MEM=64M UPAGER_REMOTE=127.0.0.1:1 "$UPAGER" run -- /bin/echo ran >"$WORK/out" 2>&1 || rc=$?
