@@ -665,24 +665,21 @@ static int parse(struct mc_queue *q, unsigned si)
 static void take_deletes(struct mc_queue *q)
 {
 	struct mc *m = to_mc(q->base.backend);
-	struct mc_op take[DEL_BATCH];
+	uint64_t slots[DEL_BATCH];
 	unsigned n = 0;
 
 	if (!atomic_load_explicit(&m->ndel_hint, memory_order_relaxed) || q->dels == DEL_BATCH ||
 	    q->closing)
 		return;
 	pthread_mutex_lock(&m->del_lock);
-	while (m->ndel && q->dels + n < DEL_BATCH) {
-		uint64_t slot = m->del[--m->ndel];
-
-		take[n++] = (struct mc_op){ .type = OP_DEL, .slot = slot, .id = slot_id(m, slot) };
-	}
+	while (m->ndel && q->dels + n < DEL_BATCH)
+		slots[n++] = m->del[--m->ndel];
 	atomic_store_explicit(&m->ndel_hint, m->ndel, memory_order_relaxed);
 	pthread_mutex_unlock(&m->del_lock);
 	for (unsigned i = 0; i < n; i++) {
 		struct mc_op *op = q->free_ops[--q->nfree_ops];
 
-		*op = take[i];
+		*op = (struct mc_op){ .type = OP_DEL, .slot = slots[i], .id = slot_id(m, slots[i]) };
 		op->nsrv = op->left = (uint8_t)servers_for(m, op->id, swap_slot_page(op->slot),
 							   op->srv);
 		q->dels++;
