@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "log.h"
 #include "uring_queue.h"
 
@@ -196,8 +197,8 @@ int datafile_open(uint32_t page_size, struct backend **out)
 
 static int open_file(const char *path, uint64_t end, bool rdonly, bool create)
 {
-	int fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | (create && !rdonly ? O_CREAT : 0) |
-				    O_CLOEXEC, 0644);
+	int fd = fd_high(open(path, (rdonly ? O_RDONLY : O_RDWR) |
+				      (create && !rdonly ? O_CREAT : 0) | O_CLOEXEC, 0644));
 	struct stat st;
 	int ret;
 

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "log.h"
 #include "reaper.h"
 #include "swap_alloc.h"
@@ -420,7 +421,7 @@ static int conn_start(struct mc_queue *q, unsigned si)
 		close(c->fd);
 		c->fd = -1;
 	}
-	c->fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	c->fd = fd_high(socket(s->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
 	if (c->fd < 0)
 		return -errno;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -967,7 +968,7 @@ static int mc_queue_open(struct backend *b, unsigned depth, struct backend_queue
 	q->u.depth = depth;
 	q->nops = depth + DEL_BATCH + m->nservers;   /* + a probe per server */
 	q->nreqs = 3 * q->nops;    /* a delete goes to up to three servers */
-	q->u.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	q->u.efd = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	q->conns = calloc(m->nservers, sizeof(*q->conns));
 	q->ops = calloc(q->nops, sizeof(*q->ops));
 	q->free_ops = calloc(q->nops, sizeof(*q->free_ops));
@@ -1003,6 +1004,7 @@ static int mc_queue_open(struct backend *b, unsigned depth, struct backend_queue
 		pr_perr(ret, "io_uring setup");
 		goto err;
 	}
+	uring_ring_high(&q->u.ring);
 	ret = io_uring_register_eventfd(&q->u.ring, q->u.efd);
 	if (ret < 0) {
 		io_uring_queue_exit(&q->u.ring);

@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fd.h"
+
 #define REAP_BUF 16384u
 
 /*
@@ -185,6 +187,7 @@ int reaper_start(struct reaper *r, const struct reaper_server *servers, unsigned
 		munmap((void *)reach, sizeof(*reach));
 		return ret;
 	}
+	pfd[1] = fd_high(pfd[1]);
 	pid = bare_fork();
 	if (pid == 0) {
 		/* The go-between leaves at once: the reaper is left to init,

@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "log.h"
 #include "uring_queue.h"
 
@@ -538,6 +539,7 @@ static int file_open(struct swapfile *s, unsigned i, const char *path, uint64_t 
 		pr_perr(ret, "%s", path);
 		return ret;
 	}
+	fd = fd_high(fd);
 	s->fds[i] = fd;
 	if (fstat(fd, &st))
 		return -errno;
@@ -625,7 +627,7 @@ int swapfile_open(const struct swapfile_config *cfg, struct backend **out)
 		s->fds[i] = -1;
 	for (unsigned i = 0; i < nforeign; i++) {
 		/* The same open file (O_DIRECT or not), ours to close. */
-		s->fds[i] = fcntl(parent->fds[i], F_DUPFD_CLOEXEC, 0);
+		s->fds[i] = fd_high(fcntl(parent->fds[i], F_DUPFD_CLOEXEC, 0));
 		if (s->fds[i] < 0) {
 			ret = -errno;
 			goto fail;

@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "log.h"
 
 int uring_queue_init(struct uring_queue *u, unsigned depth)
@@ -16,7 +17,7 @@ int uring_queue_init(struct uring_queue *u, unsigned depth)
 
 	u->depth = depth;
 	u->outstanding = 0;
-	u->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	u->efd = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	if (u->efd < 0)
 		return -errno;
 	ret = io_uring_queue_init_params(depth, &u->ring, &p);
@@ -25,12 +26,22 @@ int uring_queue_init(struct uring_queue *u, unsigned depth)
 		close(u->efd);
 		return ret;
 	}
+	uring_ring_high(&u->ring);
 	ret = io_uring_register_eventfd(&u->ring, u->efd);
 	if (ret < 0) {
 		pr_perr(ret, "io_uring registration");
 		uring_queue_exit(u);
 	}
 	return ret;
+}
+
+void uring_ring_high(struct io_uring *ring)
+{
+	int fd = fd_high(ring->ring_fd);
+
+	/* The ring stays mapped; liburing enters it by ring_fd (or by
+	 * enter_ring_fd, the same until a ring fd is registered). */
+	ring->ring_fd = ring->enter_ring_fd = fd;
 }
 
 void uring_queue_exit(struct uring_queue *u)

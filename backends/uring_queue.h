@@ -21,6 +21,9 @@ struct uring_queue {
  * -errno, nothing left behind. */
 int uring_queue_init(struct uring_queue *u, unsigned depth);
 void uring_queue_exit(struct uring_queue *u);
+/* Move a ring just set up out of the way of the program's descriptors
+ * (fd.h). */
+void uring_ring_high(struct io_uring *ring);
 
 /*
  * The reap contract of backend.h over a backend's harvest (settle what has

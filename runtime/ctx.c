@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "handler.h"
 #include "log.h"
 #include "region.h"
@@ -102,7 +103,7 @@ int ctx_open_fds(upg_ctx *ctx)
 		return ctx->uffd;
 	}
 	/* Without it (no /proc), walks read every word. */
-	ctx->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	ctx->pagemap_fd = fd_high(open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
 	ctx->register_mode = UFFDIO_REGISTER_MODE_MISSING |
 			     ((ctx->features & UPG_FEAT_WP) ? UFFDIO_REGISTER_MODE_WP : 0);
 	return 0;
@@ -172,7 +173,7 @@ int upg_ctx_create(const struct upg_config *cfg, upg_ctx **out)
 		goto err_close;
 	}
 
-	ctx->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ctx->stop_fd = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	if (ctx->stop_fd < 0) {
 		ret = -errno;
 		goto err_close;

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "ctx.h"
+#include "fd.h"
 #include "log.h"
 #include "page.h"
 #include "paging.h"
@@ -254,7 +255,7 @@ int upg_ctx_fork_child(upg_ctx *ctx)
 	ret = ctx_open_fds(ctx);
 	if (ret < 0)
 		goto err;
-	ctx->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ctx->stop_fd = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	if (ctx->stop_fd < 0) {
 		ret = -errno;
 		goto err;

@@ -13,6 +13,7 @@
 
 #include "ctx.h"
 #include "fault.h"
+#include "fd.h"
 #include "log.h"
 #include "paging.h"
 #include "thread.h"
@@ -36,7 +37,7 @@ static int wait_set(struct handler *h)
 {
 	const int fds[] = { h->ctx->uffd, h->ctx->stop_fd, paging_handler_fd(h),
 			    paging_handler_wake_fd(h), paging_handler_file_fd(h) };
-	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int ep = fd_high(epoll_create1(EPOLL_CLOEXEC));
 
 	if (ep < 0)
 		return -errno;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ctx.h"
+#include "fd.h"
 #include "log.h"
 #include "memcached.h"
 #include "region.h"
@@ -244,7 +245,7 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 	while (pg->lru_mask < 2 * pg->limit)
 		pg->lru_mask = pg->lru_mask << 1 | 1;
 	pg->lru = malloc((pg->lru_mask + 1) * sizeof(*pg->lru));
-	pg->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	pg->kick_fd = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	if (!pg->fe || !pg->lru || pg->kick_fd < 0) {
 		ret = -ENOMEM;
 		goto err;
@@ -337,7 +338,7 @@ int paging_handler_init(struct handler *h)
 
 	if (!pg)
 		return 0;
-	ph->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ph->wake_fd = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	if (ph->wake_fd < 0)
 		return -errno;
 	ret = backend_queue_open(pg->backend, PAGING_HANDLER_BUFS, &ph->queue);
@@ -511,6 +512,8 @@ int paging_freeze(struct paging *pg)
 		pg->fork_pipe[0] = pg->fork_pipe[1] = -1;
 		return -errno;
 	}
+	pg->fork_pipe[0] = fd_high(pg->fork_pipe[0]);
+	pg->fork_pipe[1] = fd_high(pg->fork_pipe[1]);
 	atomic_fetch_add(&pg->frozen, 1);
 	while (atomic_load(&pg->discarding))
 		sched_yield();

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "ctx.h"
+#include "fd.h"
 #include "log.h"
 #include "paging.h"
 #include "region.h"
@@ -200,8 +201,8 @@ int prefetch_start(struct upg_ctx *ctx)
 	pf->tailp = &pf->head;
 	pf->active_tail = &pf->active;
 	pthread_mutex_init(&pf->lock, NULL);
-	pf->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	pf->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	pf->kick_fd = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+	pf->event_fd = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	ctx->paging->prefetch = pf;
 	if (pf->kick_fd < 0 || pf->event_fd < 0)
 		return -errno;

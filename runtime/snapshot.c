@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ctx.h"
+#include "fd.h"
 #include "log.h"
 #include "paging.h"
 #include "thread.h"
@@ -237,7 +238,7 @@ int upg_snapshot(upg_region *r, const struct upg_snapshot_target *t, upg_snap **
 	if (!ret)
 		ret = backend_queue_open(ctx->paging->files, 1, &s->q[1]);
 	if (!ret && t->path) {
-		s->fd = open(t->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		s->fd = fd_high(open(t->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
 		ret = s->fd < 0 ? -errno : 0;
 	}
 	s->dst = t->region ? upg_region_addr(t->region) : NULL;

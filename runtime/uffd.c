@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "log.h"
 #include "upager.h"
 
@@ -48,7 +49,7 @@ static int open_raw(uint64_t allow)
 	int fd = -ENOSYS;
 
 	if (allow & UPG_FEAT_SYSCALL) {
-		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+		fd = fd_high((int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
 		if (fd >= 0)
 			return fd;
 		fd = -errno;
@@ -60,7 +61,7 @@ static int open_raw(uint64_t allow)
 
 		if (dev >= 0) {
 			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-			fd = fd < 0 ? -errno : fd;
+			fd = fd < 0 ? -errno : fd_high(fd);
 			close(dev);
 		} else if (fd == -ENOSYS) {
 			fd = -errno;
