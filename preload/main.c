@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "preload.h"
@@ -102,6 +103,9 @@ static void fork_child(void)
 	if (!atomic_load(&preload.ready))
 		return;
 	preload_enter();
+	/* The summary at exit is the program's: not one per child. */
+	preload.cfg.stats = false;
+	preload.pid = getpid();
 	if (upg_ctx_fork_child(preload.ctx) == 0) {
 		statfile_forked();
 	} else {
@@ -151,6 +155,24 @@ static void make_context(void)
 	}
 }
 
+extern char **environ;
+
+/* Remove name from the environment, in place, as unsetenv would: not
+ * through unsetenv, which a program may define for itself (bash does, for
+ * tables it builds only later in main). */
+static void env_drop(const char *name)
+{
+	size_t len = strlen(name);
+	char **out = environ;
+
+	if (!environ)
+		return;
+	for (char **e = environ; *e; e++)
+		if (strncmp(*e, name, len) || (*e)[len] != '=')
+			*out++ = *e;
+	*out = NULL;
+}
+
 __attribute__((constructor(101))) static void preload_start(void)
 {
 	int saved = errno, ret;
@@ -158,13 +180,17 @@ __attribute__((constructor(101))) static void preload_start(void)
 
 	preload_enter();
 	preload.page_size = ps > 0 ? (uint64_t)ps : 4096;
+	preload.pid = getpid();
 	config_read(&preload.cfg);
 	make_context();
 	ret = extents_install();
 	if (ret < 0)
 		preload_die("cannot give jemalloc's arenas their hooks: %s", upg_strerror(ret));
-	if (preload.cfg.stats)
+	if (preload.cfg.stats) {
 		stats_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 100);
+		/* Nor one per program it runs (a shell's every command). */
+		env_drop("UPAGER_STATS");
+	}
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	atomic_store_explicit(&preload.ready, true, memory_order_release);
 	statfile_start();
@@ -172,14 +198,16 @@ __attribute__((constructor(101))) static void preload_start(void)
 	errno = saved;
 }
 
-__attribute__((destructor(101))) static void preload_exit(void)
+/* At exit, once: the statistics file goes, the summary is printed. */
+static void leaving(void)
 {
+	static atomic_bool left;
 	struct upg_stats st = { .size = sizeof(st) };
 	char buf[2048];
 	size_t n;
 	int saved = errno;
 
-	if (!atomic_load(&preload.ready))
+	if (!atomic_load(&preload.ready) || getpid() != preload.pid || atomic_exchange(&left, true))
 		return;
 	preload_enter();
 	statfile_remove();
@@ -192,4 +220,23 @@ __attribute__((destructor(101))) static void preload_exit(void)
 	}
 	preload_leave();
 	errno = saved;
+}
+
+__attribute__((destructor(101))) static void preload_exit(void)
+{
+	leaving();
+}
+
+/* A program that leaves by _exit() (dash always does; so do forked
+ * children such as redis' BGSAVE) runs no destructor. */
+EXPORT void _exit(int status)
+{
+	leaving();
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
+EXPORT void _Exit(int status)
+{
+	_exit(status);
 }

@@ -53,6 +53,9 @@ struct preload {
 	atomic_bool ready;
 	struct preload_config cfg;
 	uint64_t page_size;
+	/* The process the context is of: a vfork child (which shares all of
+	 * this) is another, and must not act for it at _exit. */
+	pid_t pid;
 };
 extern struct preload preload;
 

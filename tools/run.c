@@ -33,7 +33,8 @@ static const char run_usage[] =
 	"  --threads N       fault handler threads (default one per CPU)\n"
 	"  --policy P        which pages leave memory: cooling (second chance, the default)\n"
 	"                    or fifo (oldest first)\n"
-	"  --stats           print a summary of paging on stderr when the program exits\n";
+	"  --stats           print a summary of the program's paging on stderr when it exits\n"
+	"                    (not of the children it forks or the programs it runs)\n";
 
 /* The preload library: UPAGER_PRELOAD, else beside this binary's build
  * tree (../preload/), else in the install's library directory. */

@@ -53,4 +53,13 @@ case $out in *swap_outs*[1-9]*) ;; *) fail "the child $child shows no paging of 
 wait $pid || fail "the forking program failed"
 "$UPAGER" run --mem 32M --swap "$WORK" -- true
 [ ! -e "$UPAGER_STATS_DIR/$child.stats" ] || fail "the file of the child gone stays"
+
+# --stats: one summary, the program's, however many children it forks (the
+# $(...)) and programs it runs (true), under bash and under sh.
+for shell in bash sh; do
+	n=$("$UPAGER" run --mem 16M --swap "$WORK" --stats -- "$shell" -c \
+		'for i in 1 2 3; do x=$(echo $i); true; /bin/true; done' 2>&1 >/dev/null |
+		grep -c '^upager: pid') || true
+	[ "$n" = 1 ] || fail "$shell: --stats printed $n summaries for one program"
+done
 echo ok
