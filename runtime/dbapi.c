@@ -38,11 +38,6 @@ struct flusher {
 	int err;                 /* the first write error */
 };
 
-static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
-{
-	return region_base(r) + (idx << r->page_shift);
-}
-
 /* The pages [*first, *end) of r that [off, off + len) covers; -EINVAL for
  * a range outside r or a region the database API does not serve. */
 static bool in_region(const struct upg_region *r, uint64_t off, uint64_t len)
@@ -145,7 +140,7 @@ static bool flush_page(struct flusher *fl, uint64_t idx)
 		 * and a write after it is seen (the writer waits meanwhile:
 		 * the page is busy). */
 		if (fl->wp) {
-			while ((ret = uffd_writeprotect(r->ctx->uffd, page_addr(r, idx),
+			while ((ret = uffd_writeprotect(r->ctx->uffd, region_page_addr(r, idx),
 							pg->page_size, 1)) == -EAGAIN)
 				sched_yield();
 			if (ret < 0) {
@@ -154,7 +149,7 @@ static bool flush_page(struct flusher *fl, uint64_t idx)
 				return true;
 			}
 		}
-		if (!paging_copy_in(buf, (void *)page_addr(r, idx), pg->page_size)) {
+		if (!paging_copy_in(buf, (void *)region_page_addr(r, idx), pg->page_size)) {
 			page_release(r, idx, w);    /* unmapped under us */
 			return true;
 		}
@@ -227,7 +222,7 @@ static void drop_run(struct upg_region *r, uint64_t idx, uint64_t n)
 		return;
 	/* Raises a REMOVE event per page, which finds them busy (STALE) and
 	 * leaves them to us. */
-	madvise((void *)page_addr(r, idx), n * pg->page_size, MADV_DONTNEED);
+	madvise((void *)region_page_addr(r, idx), n * pg->page_size, MADV_DONTNEED);
 	for (uint64_t i = idx; i < idx + n; i++)
 		page_release(r, i, pg_make(0, PG_NONE, 0, 0));
 	atomic_fetch_sub_explicit(&r->resident_pages, n, memory_order_relaxed);
@@ -334,7 +329,7 @@ int upg_pin(upg_region *r, uint64_t off, uint64_t len)
 	/* Bring the pages in: once mapped, a pinned page is not taken again
 	 * (reclaim passes pinned pages over). */
 	for (idx = first; idx < end; idx++)
-		(void)*(volatile const uint8_t *)page_addr(r, idx);
+		(void)*(volatile const uint8_t *)region_page_addr(r, idx);
 	return 0;
 }
 

@@ -76,11 +76,6 @@ void evict_fini(struct paging *pg)
 		segv_uninstall();
 }
 
-static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
-{
-	return region_base(r) + (idx << r->page_shift);
-}
-
 /* Publish or retire the run [start, start + n pages). Under the read lock,
  * so that once it is retired every event our madvise raised has been read
  * and applied. */
@@ -120,7 +115,7 @@ bool evict_copying(struct paging *pg, uintptr_t addr)
 static unsigned copy_out(struct paging *pg, struct evictee *v, unsigned n)
 {
 	struct iovec local[RUN_MAX], remote = {
-		.iov_base = (void *)page_addr(v[0].r, v[0].idx),
+		.iov_base = (void *)region_page_addr(v[0].r, v[0].idx),
 		.iov_len = n * pg->page_size,
 	};
 	ssize_t got;
@@ -135,7 +130,7 @@ static unsigned copy_out(struct paging *pg, struct evictee *v, unsigned n)
 static void evict_run(struct paging *pg, struct evictee *v, unsigned n)
 {
 	struct upg_ctx *ctx = pg->ctx;
-	uintptr_t start = page_addr(v[0].r, v[0].idx);
+	uintptr_t start = region_page_addr(v[0].r, v[0].idx);
 	size_t len = n * pg->page_size;
 	unsigned copied = 0;
 	int window = -1, ret;
@@ -194,7 +189,7 @@ static void move_run(struct paging *pg, struct evictee *v, unsigned n)
 
 	for (unsigned i = 0; i < n;) {
 		long moved = uffd_move_some(ctx->uffd, (uintptr_t)frame_addr(pg, v[i].pos),
-					    page_addr(v[i].r, v[i].idx), (n - i) * pg->page_size,
+					    region_page_addr(v[i].r, v[i].idx), (n - i) * pg->page_size,
 					    UFFDIO_MOVE_MODE_DONTWAKE);
 		unsigned got = moved > 0 ? (unsigned)((size_t)moved / pg->page_size) : 0;
 

@@ -84,8 +84,8 @@ static void zero_ahead(struct handler *h, struct upg_region *r, uint64_t idx)
 	}
 	if (!n)
 		return;
-	uffd_copy_part(h->ctx->uffd, region_base(r) + ((idx + 1) << r->page_shift),
-		       h->ctx->zero_src, n * psize, 0, &copied);
+	uffd_copy_part(h->ctx->uffd, region_page_addr(r, idx + 1), h->ctx->zero_src, n * psize, 0,
+		       &copied);
 	copied /= psize;
 	for (uint64_t k = 0; k < n; k++) {
 		if (k >= copied) {
@@ -135,7 +135,7 @@ static fault_result resolve_missing(struct handler *h, struct upg_region *r, uin
 	uint64_t idx = region_index(r, addr);
 	page_word *pw = &r->state[idx];
 	size_t psize = (size_t)region_page_size(r);
-	uintptr_t page = region_base(r) + (idx << r->page_shift);
+	uintptr_t page = region_page_addr(r, idx);
 	uint64_t old = pg_load(pw);
 	/* Under a memory limit every page is private from the start: a zero
 	 * page written later would be copied by the kernel behind our back. */

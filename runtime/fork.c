@@ -170,8 +170,8 @@ static uint64_t adopt_word(struct upg_region *r, uint64_t idx, uint64_t w, bool 
 		 * the reclaimer was parked): a first touch (no slot), a read
 		 * from swap, or a write to a page in place. Whether it was
 		 * mapped in time decides. */
-		if (mincore((void *)(region_base(r) + (idx << r->page_shift)),
-			    region_page_size(r), &in_core) == 0 && (in_core & 1)) {
+		if (mincore((void *)region_page_addr(r, idx), region_page_size(r), &in_core) == 0 &&
+		    (in_core & 1)) {
 			(*resident)++;
 			return pg_make(w, PG_RESIDENT, file_slot1, PG_DIRTY);
 		}

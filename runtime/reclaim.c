@@ -37,11 +37,6 @@ struct victim {
 	struct backend_io io;
 };
 
-static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
-{
-	return region_base(r) + (idx << r->page_shift);
-}
-
 static struct qsbr_reader *reader(struct paging *pg)
 {
 	return &pg->ctx->qsbr_readers[pg->ctx->nhandlers];
@@ -194,7 +189,7 @@ static unsigned cool_batch(struct paging *pg, unsigned max)
 static void give_back(struct paging *pg, struct victim *v, struct frame *f)
 {
 	struct upg_ctx *ctx = pg->ctx;
-	uintptr_t addr = page_addr(v->r, v->idx);
+	uintptr_t addr = region_page_addr(v->r, v->idx);
 	int ret;
 
 	/* EAGAIN: an event is pending, which a handler reads in a moment. */

@@ -147,7 +147,7 @@ static void id_free(struct upg_ctx *ctx, uint32_t id)
 
 uint64_t page_release(struct upg_region *r, uint64_t idx, uint64_t next)
 {
-	uintptr_t addr = region_base(r) + (idx << r->page_shift);
+	uintptr_t addr = region_page_addr(r, idx);
 	uint64_t prev = pg_finish_to(&r->state[idx], next);
 
 	/* Removed while busy: what the claimant left is not the page's any

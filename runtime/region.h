@@ -73,6 +73,12 @@ static inline uint64_t region_page_size(const struct upg_region *r)
 	return 1ull << r->page_shift;
 }
 
+/* Where page idx of r is now. */
+static inline uintptr_t region_page_addr(const struct upg_region *r, uint64_t idx)
+{
+	return region_base(r) + (idx << r->page_shift);
+}
+
 /* The data-file slot of page idx of a file region. */
 static inline uint64_t region_file_slot(const struct upg_region *r, uint64_t idx)
 {

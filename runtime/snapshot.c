@@ -37,11 +37,6 @@ struct upg_snap {
 	int err;
 };
 
-static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
-{
-	return region_base(r) + (idx << r->page_shift);
-}
-
 static bool take_bit(struct upg_snap *s, uint64_t idx)
 {
 	uint64_t bit = 1ull << (idx % 64);
@@ -104,7 +99,7 @@ static const void *take_page(struct upg_snap *s, uint64_t idx)
 	switch (pg_state(w)) {
 	case PG_RESIDENT:
 		/* Write-protected since the start: a write would have kept it. */
-		if (!paging_copy_in(s->buf, (const void *)page_addr(r, idx), s->ps))
+		if (!paging_copy_in(s->buf, (const void *)region_page_addr(r, idx), s->ps))
 			ret = -EFAULT;
 		src = s->buf;
 		break;

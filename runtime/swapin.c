@@ -44,11 +44,6 @@ static void buf_put(struct paging_handler *ph, struct backend_io *io)
 	}
 }
 
-static inline uintptr_t page_addr(const struct upg_region *r, uint64_t idx)
-{
-	return region_base(r) + (idx << r->page_shift);
-}
-
 /* Marks in the cookie of an I/O (page refs use 60 bits): read ahead, or
  * for a write fault. */
 #define IO_READAHEAD (1ull << 63)
@@ -248,7 +243,7 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 		/* Nothing queued: put everything back and let the thread retry. */
 		paging_unreserve(pg, 1);
 		page_release(r, idx, w);
-		uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
+		uffd_wake(h->ctx->uffd, region_page_addr(r, idx), region_page_size(r));
 		stat_inc(&h->stats.read_errors);
 		return FAULT_ERROR;
 	}
@@ -263,7 +258,7 @@ fault_result paging_swapin(struct handler *h, struct upg_region *r, uint64_t idx
 static void poison(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t slot, int err)
 {
 	struct upg_ctx *ctx = h->ctx;
-	uintptr_t addr = page_addr(r, idx);
+	uintptr_t addr = region_page_addr(r, idx);
 
 	if (atomic_load_explicit(&h->stats.read_errors, memory_order_relaxed) < 8)
 		pr_perr(err, "swap-in of page %#lx failed, page poisoned", (unsigned long)addr);
@@ -287,7 +282,7 @@ static void drop(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t
 	page_release(r, idx, pg_make(0, PG_NONE, 0, 0));
 	paging_discard(pg, slot);
 	paging_unreserve(pg, 1);
-	uffd_wake(h->ctx->uffd, page_addr(r, idx), region_page_size(r));
+	uffd_wake(h->ctx->uffd, region_page_addr(r, idx), region_page_size(r));
 }
 
 /* Finish a read: returns false if it must be retried (io kept). */
@@ -313,7 +308,7 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		poison(h, r, idx, io->slot, io->result);
 		return true;
 	}
-	addr = page_addr(r, idx);
+	addr = region_page_addr(r, idx);
 	if (pg_load(&r->state[idx]) & PG_STALE) {
 		/* Removed by the application while we read: it reads zeros
 		 * now, not the old copy. (A removal that lands between this
@@ -382,7 +377,7 @@ static bool map_run(struct handler *h, struct backend_io **done, unsigned n)
 	for (unsigned k = 0; k < n; k++)
 		snapshot_keep(r, idx + k, done[k]->buf);
 	flags = map_clean_page(h, r, false, n) ? 0 : PG_DIRTY;
-	if (uffd_copy(ctx->uffd, page_addr(r, idx), done[0]->buf, n * region_page_size(r),
+	if (uffd_copy(ctx->uffd, region_page_addr(r, idx), done[0]->buf, n * region_page_size(r),
 		      flags ? 0 : UFFDIO_COPY_MODE_WP) < 0)
 		return false;
 	stat_add(r->file ? &h->stats.file_reads : &h->stats.swap_ins, n);
@@ -445,7 +440,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	struct paging *pg = ctx->paging;
 	uint64_t pos = pg_val(w);
 	struct frame *f = &pg->fe[pos % pg->nframes];
-	uintptr_t addr = page_addr(r, idx);
+	uintptr_t addr = region_page_addr(r, idx);
 	bool clean, copy;
 	int ret;
 
@@ -496,7 +491,7 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 static fault_result snapshot_wp_fault(struct handler *h, struct upg_region *r, uint64_t idx,
 				      uint64_t w)
 {
-	uintptr_t addr = page_addr(r, idx);
+	uintptr_t addr = region_page_addr(r, idx);
 	int ret;
 
 	snapshot_keep(r, idx, (const void *)addr);
@@ -517,7 +512,7 @@ fault_result paging_wp_fault(struct handler *h, struct upg_region *r, uint64_t i
 {
 	page_word *pw = &r->state[idx];
 	uint64_t w = pg_load(pw);
-	uintptr_t addr = page_addr(r, idx);
+	uintptr_t addr = region_page_addr(r, idx);
 
 	if (r->rdonly) {
 		/* A write to a read-only file region: refused, as the kernel
