@@ -14,7 +14,9 @@
  * A page's key is made of a random per-backend id and its slot; slots come
  * from a swap_alloc.h allocator sized by the servers' memory
  * (limit_maxbytes). The backend of a forked child also reads its parent's
- * pages under the parent's keys (memcached_config.inherit). A consistent-hash ring (virtual nodes) on the key gives
+ * pages under the parent's keys (memcached_config.inherit); a process's
+ * own pages are deleted by its reaper (reaper.h) once it is gone, however
+ * it ended. A consistent-hash ring (virtual nodes) on the key gives
  * each slot a list of replicas + 1 distinct servers: a write goes to the
  * first `replicas` of them that this queue does not know to be down (so
  * paging out goes on while a server is away) and succeeds if one took it; a

@@ -38,12 +38,14 @@ struct flusher {
 	int err;                 /* the first write error */
 };
 
-/* The pages [*first, *end) of r that [off, off + len) covers; -EINVAL for
- * a range outside r or a region the database API does not serve. */
+/* Whether [off, off + len) is a range of r's bytes. */
 static bool in_region(const struct upg_region *r, uint64_t off, uint64_t len)
 {
 	return r && len && off < r->size && len <= r->size - off;
 }
+
+/* The pages [*first, *end) of r that [off, off + len) covers; -EINVAL for
+ * a range outside r or a region the database API does not serve. */
 
 static int page_range(const struct upg_region *r, uint64_t off, uint64_t len, bool file,
 		      uint64_t *first, uint64_t *end)

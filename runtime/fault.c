@@ -41,10 +41,10 @@ static __attribute__((cold)) void report_error(struct handler *h, uintptr_t addr
  * Zero-ahead. A program filling new memory in order (building an array, a
  * heap growing) takes a zero-fill fault per page, each a round trip through
  * a handler; the kernel maps its own anonymous pages without any. So a zero
- * fill for a write right after a run of pages in use (not new: resident, cooling or
- * swapped) maps as many new pages after it as that run is long, up to
- * ZA_BYTES, zeroed and writable, in one copy: filling in order, the window
- * doubles at each fault. Read from the page words, not from a per-handler
+ * fill for a write right after a run of pages in use (not new: resident,
+ * cooling or swapped) maps as many new pages after it as that run is long,
+ * up to ZA_BYTES, zeroed and writable, in one copy: filling in order, the
+ * window doubles at each fault. Read from the page words, not from a per-handler
  * history: the faults of one stream go to whichever handler is free. A
  * first touch at random rarely follows a run of ZA_MIN_RUN, and maps ahead
  * only up to the next page in use. Under a budget the pages count in it like

@@ -20,8 +20,8 @@
  * In the child, the context starts over in place (same upg_ctx, same region
  * objects, so pointers held by the program stay good): a new userfaultfd
  * with the regions registered again, paging with swap files (or keys) of
- * its own (after the parent's, read-only), new threads. Its mapped pages are the
- * ones the kernel copied: resident and dirty (writes to them are not
+ * its own (after the parent's, read-only), new threads. Its mapped pages
+ * are the ones the kernel copied: resident and dirty (writes to them are not
  * tracked). They are shared with the parent until either writes, and
  * UFFDIO_MOVE refuses shared pages, so the child evicts by write-protect
  * (or mprotect) and copy.
@@ -29,7 +29,6 @@
 #define LOG_PREFIX "fork: "
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
