@@ -185,10 +185,8 @@ static int by_address(const void *a, const void *b)
  * ioctls as the pages allow. */
 static void move_run(struct paging *pg, struct evictee *v, unsigned n)
 {
-	struct upg_ctx *ctx = pg->ctx;
-
 	for (unsigned i = 0; i < n;) {
-		long moved = uffd_move_some(ctx->uffd, (uintptr_t)frame_addr(pg, v[i].pos),
+		long moved = uffd_move_some(pg->frames_uffd, (uintptr_t)frame_addr(pg, v[i].pos),
 					    region_page_addr(v[i].r, v[i].idx), (n - i) * pg->page_size,
 					    UFFDIO_MOVE_MODE_DONTWAKE);
 		unsigned got = moved > 0 ? (unsigned)((size_t)moved / pg->page_size) : 0;

@@ -395,8 +395,8 @@ static void for_each_region(struct upg_ctx *ctx, uintptr_t start, uintptr_t end,
 }
 
 /* MADV_DONTNEED or MADV_FREE of [start, end): forget the pages, except
- * where it is the reclaimer dropping pages it copied out (evict.c) or
- * freeing frames of its cooling pool. */
+ * where it is the reclaimer dropping pages it copied out (evict.c). (Its
+ * cooling pool's frames raise no events: paging.h, frames_uffd.) */
 static void removed(struct handler *h, uintptr_t start, uintptr_t end)
 {
 	struct upg_ctx *ctx = h->ctx;
@@ -405,13 +405,11 @@ static void removed(struct handler *h, uintptr_t start, uintptr_t end)
 	bool theirs = false;
 
 	if (pg) {
-		uintptr_t frames = (uintptr_t)pg->frames, ps = pg->page_size;
+		uintptr_t ps = pg->page_size;
 		uint64_t n = atomic_load_explicit(&pg->own.npages, memory_order_acquire);
 		uintptr_t s = atomic_load_explicit(&pg->own.start, memory_order_relaxed);
 		uintptr_t e = s + n * ps;
 
-		if (start >= frames && end <= frames + pg->nframes * ps)
-			return;
 		for (uintptr_t a = start > s ? start : s; n && a < end && a < e; a += ps) {
 			if (!evict_own_removal(pg, a))
 				continue;

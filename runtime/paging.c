@@ -125,6 +125,8 @@ static void forget_parent(struct paging *old)
 {
 	if (old->frames)
 		munmap(old->frames, old->nframes * old->page_size);
+	if (old->frames_uffd >= 0)
+		close(old->frames_uffd);
 	if (old->kick_fd >= 0)
 		close(old->kick_fd);
 	/* The pipes of the parent's other children. (Its own parent's end,
@@ -188,6 +190,7 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 		return -ENOMEM;
 	pg->ctx = ctx;
 	pg->kick_fd = -1;
+	pg->frames_uffd = -1;
 	pg->fork_pipe[0] = pg->fork_pipe[1] = pg->parent_pipe = -1;
 	pthread_mutex_init(&pg->defer_lock, NULL);
 	pg->files = files;
@@ -223,9 +226,9 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 		goto err;
 	}
 
-	/* The cooling pool. On the MOVE path it is registered (UFFDIO_MOVE
-	 * needs both ends registered) and touched only by the kernel on our
-	 * behalf; the other paths copy into it. */
+	/* The cooling pool. On the MOVE path it is registered (frames_uffd)
+	 * and touched only by the kernel on our behalf; the other paths copy
+	 * into it. */
 	pg->frames = mmap(NULL, pg->nframes * pg->page_size, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (pg->frames == MAP_FAILED) {
@@ -235,7 +238,11 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 	}
 	madvise(pg->frames, pg->nframes * pg->page_size, MADV_NOHUGEPAGE);
 	if (pg->path == UPG_EVICT_MOVE) {
-		ret = uffd_register(ctx->uffd, pg->frames, pg->nframes * pg->page_size,
+		ret = uffd_open(uffd_kernel_features(UPG_FEAT_MOVE), ctx->features);
+		if (ret < 0)
+			goto err;
+		pg->frames_uffd = ret;
+		ret = uffd_register(pg->frames_uffd, pg->frames, pg->nframes * pg->page_size,
 				    UFFDIO_REGISTER_MODE_MISSING);
 		if (ret < 0)
 			goto err;
@@ -304,11 +311,10 @@ void paging_destroy(struct upg_ctx *ctx)
 	paging_stop(ctx);
 	backend_queue_close(pg->queue);
 	backend_queue_close(pg->fqueue);
-	if (pg->frames) {
-		if (pg->path == UPG_EVICT_MOVE)
-			uffd_unregister(ctx->uffd, pg->frames, pg->nframes * pg->page_size);
+	if (pg->frames)
 		munmap(pg->frames, pg->nframes * pg->page_size);
-	}
+	if (pg->frames_uffd >= 0)
+		close(pg->frames_uffd);
 	if (pg->evict_ready)
 		evict_fini(pg);
 	backend_close(pg->backend);

@@ -11,8 +11,8 @@
  *             it releases the word
  *
  * The cooling pool is a ring of frames in a staging mapping (registered
- * with the context's userfaultfd on the MOVE path: UFFDIO_MOVE needs both
- * ends registered). The reclaimer moves the oldest resident pages in at the
+ * on the MOVE path, with a userfaultfd of its own: UFFDIO_MOVE needs its
+ * destination registered). The reclaimer moves the oldest resident pages in at the
  * head; a touch brings a page back (a minor fault, no I/O); at the tail,
  * pages still there are written out if dirty, and the frames are freed 64
  * at a time with one MADV_DONTNEED.
@@ -117,6 +117,13 @@ struct paging {
 
 	/* Cooling pool; head and tail belong to the reclaimer. */
 	uint8_t *frames;
+	/* On the MOVE path the frames are registered with a userfaultfd of
+	 * their own that reports no events (or -1): UFFDIO_MOVE needs only its
+	 * destination registered with the descriptor it is called on, and
+	 * freeing frames then raises no REMOVE event on the context's
+	 * userfaultfd, which would fail every resolving ioctl there with
+	 * EAGAIN until the reclaimer's madvise returned. */
+	int frames_uffd;
 	uint64_t nframes;
 	struct frame *fe;
 	uint64_t head, tail;
