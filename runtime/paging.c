@@ -193,6 +193,7 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 	pg->frames_uffd = -1;
 	pg->fork_pipe[0] = pg->fork_pipe[1] = pg->parent_pipe = -1;
 	pthread_mutex_init(&pg->defer_lock, NULL);
+	pthread_mutex_init(&pg->ra_lock, NULL);
 	pg->files = files;
 	ret = keep_child_specs(pg, cfg);
 	if (ret < 0)

@@ -52,8 +52,8 @@ struct prefetcher;
 /* I/O buffers per handler: swap-ins in flight at once, read ahead
  * included (swapin.c reads up to 512 pages ahead of a stream). */
 #define PAGING_HANDLER_BUFS 640u
-/* Sequential streams each handler follows at once (several threads scanning). */
-#define PAGING_RA_STREAMS 4u
+/* Sequential streams readahead follows at once (several threads scanning). */
+#define PAGING_RA_STREAMS 8u
 /* Children at once that read their parent's swap (fork.c); beyond, a fork
  * brings every page back into memory first. */
 #define PAGING_MAX_FORKS 64u
@@ -155,6 +155,17 @@ struct paging {
 	_Atomic uint64_t lost;    /* candidates dropped by full rings */
 	uint32_t scan_region;     /* where scan_for_candidates() goes on */
 	struct prefetcher *prefetch;  /* prefetch.c */
+	/* Readahead (swapin.c): the sequential streams followed. Shared by the
+	 * handlers, since a stream's faults go to whichever handler is free;
+	 * ra_lock is a leaf, held only to find and advance a stream, never
+	 * across I/O. */
+	pthread_mutex_t ra_lock;
+	struct ra_stream {
+		uint32_t region;
+		uint64_t last, next, win;  /* last fault, first page not read, window */
+		uint64_t used;             /* when it last continued, for replacement */
+	} ra[PAGING_RA_STREAMS];
+	uint64_t ra_clock;
 	uint64_t scan_index;
 	/* What a forked child pages to (fork.c): directories for swap files
 	 * of its own, or the same remote servers. */
@@ -191,13 +202,6 @@ struct paging_handler {
 	void **owner;
 	void *cur_owner;
 	void (*io_done)(void *owner);
-	/* Readahead: the sequential streams this handler follows (swapin.c). */
-	struct ra_stream {
-		uint32_t region;
-		uint64_t last, next, win;  /* last fault, first page not read, window */
-		uint64_t used;             /* when it last continued, for replacement */
-	} ra[PAGING_RA_STREAMS];
-	uint64_t ra_clock;
 };
 
 int paging_create(struct upg_ctx *ctx);

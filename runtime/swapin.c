@@ -20,9 +20,19 @@ static struct backend_io *buf_get(struct paging_handler *ph)
 	if (!ph->nfree)
 		return NULL;
 	if (i >= PAGING_HANDLER_BUFS || !(ph->free_map[i / 64] & (1ull << (i % 64)))) {
-		for (i = 0; !ph->free_map[i / 64]; i += 64)
-			;
-		i += (unsigned)__builtin_ctzll(ph->free_map[i / 64]);
+		/* A new run: where 64 in a row are free if any, so that the
+		 * pages read after this one get adjacent buffers too. */
+		unsigned w = 0;
+
+		while (w < PAGING_HANDLER_BUFS / 64 && ph->free_map[w] != ~0ull)
+			w++;
+		if (w < PAGING_HANDLER_BUFS / 64) {
+			i = w * 64;
+		} else {
+			for (i = 0; !ph->free_map[i / 64]; i += 64)
+				;
+			i += (unsigned)__builtin_ctzll(ph->free_map[i / 64]);
+		}
 	}
 	ph->free_map[i / 64] &= ~(1ull << (i % 64));
 	ph->nfree--;
@@ -115,26 +125,31 @@ static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, 
 }
 
 /*
- * Readahead. Each handler follows a few streams: a fault (major, or on a
- * page still being read) past a stream's last one and no further than what
- * it has read continues it, and its window doubles, up to RA_MAX pages; a
- * major fault elsewhere starts a new stream in place of the one unused the
- * longest. A read of a page already mapped raises no
- * fault, so the stream is seen only where it catches up with its reads:
- * there, once less than half a window is still ahead of it, reads are
- * issued up to a whole window ahead, in one go (consecutive pages, one
- * request each 64). Pages in swap are claimed and read; they are mapped
+ * Readahead. The context follows a few streams, whichever handler takes
+ * their faults: a fault (major, or on a page still being read) past a
+ * stream's last one and no further than what it has read continues it, and
+ * its window doubles, up to RA_MAX pages; a major fault elsewhere starts a
+ * new stream in place of the one that matters least (ra_start). A read of
+ * a page already mapped raises no fault, so the stream is seen only where
+ * it catches up with its reads: there, once less than half a window is
+ * still ahead of it, reads are issued up to a whole window ahead, in one go
+ * (consecutive pages, one request each 64), onto the queue of the handler
+ * that saw the fault. Pages in swap are claimed and read; they are mapped
  * when their reads complete.
  */
 #define RA_MAX 512u
+#define RA_FIRST_WIN 4u
+/* How much longer a stream that was continued is kept than one that was
+ * only started, in stream starts: random major faults start one each, and
+ * must not push out a scan being followed. */
+#define RA_KEEP 1024u
 
 /* The stream page idx of r continues (NULL if none): it comes after the
- * stream's last fault and no further than what it has read. */
-static struct ra_stream *ra_find(struct paging_handler *ph, const struct upg_region *r,
-				 uint64_t idx)
+ * stream's last fault and no further than what it has read. Under ra_lock. */
+static struct ra_stream *ra_find(struct paging *pg, const struct upg_region *r, uint64_t idx)
 {
 	for (unsigned i = 0; i < PAGING_RA_STREAMS; i++) {
-		struct ra_stream *st = &ph->ra[i];
+		struct ra_stream *st = &pg->ra[i];
 
 		if (st->win && st->region == r->id && idx > st->last && idx <= st->next)
 			return st;
@@ -142,16 +157,25 @@ static struct ra_stream *ra_find(struct paging_handler *ph, const struct upg_reg
 	return NULL;
 }
 
-/* A new stream at idx, in place of the one unused the longest. */
-static struct ra_stream *ra_start(struct paging_handler *ph, const struct upg_region *r,
-				  uint64_t idx)
+/* A new stream at idx, in place of an empty one, else of the one unused the
+ * longest, a continued stream counting RA_KEEP starts younger. Under
+ * ra_lock. */
+static struct ra_stream *ra_start(struct paging *pg, const struct upg_region *r, uint64_t idx)
 {
-	struct ra_stream *st = &ph->ra[0];
+	struct ra_stream *st = NULL;
+	uint64_t best = UINT64_MAX;
 
-	for (unsigned i = 1; i < PAGING_RA_STREAMS; i++)
-		if (ph->ra[i].used < st->used)
-			st = &ph->ra[i];
-	*st = (struct ra_stream){ .region = r->id, .last = idx, .next = idx + 1, .win = 4 };
+	for (unsigned i = 0; i < PAGING_RA_STREAMS; i++) {
+		struct ra_stream *s = &pg->ra[i];
+		uint64_t score = !s->win ? 0 : s->used + (s->win > RA_FIRST_WIN ? RA_KEEP : 0);
+
+		if (score < best) {
+			best = score;
+			st = s;
+		}
+	}
+	*st = (struct ra_stream){ .region = r->id, .last = idx, .next = idx + 1,
+				  .win = RA_FIRST_WIN, .used = ++pg->ra_clock };
 	return st;
 }
 
@@ -161,41 +185,44 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 	struct paging_handler *ph = &h->paging;
 	uint32_t advice = atomic_load_explicit(&r->advice, memory_order_relaxed);
 	struct ra_stream *st;
-	uint64_t j, end;
+	uint64_t j, end, passed;
 
 	if (advice == UPG_ADVICE_RANDOM)
 		return;
-	st = ra_find(ph, r, idx);
+	pthread_mutex_lock(&pg->ra_lock);
+	st = ra_find(pg, r, idx);
 	if (!st) {
 		/* A major fault may start a stream; it reads ahead once the
 		 * next fault continues it, or at once, a whole window, where
 		 * the application said the region is read sequentially. */
-		if (!major)
+		if (!major || (st = ra_start(pg, r, idx), advice != UPG_ADVICE_SEQUENTIAL)) {
+			pthread_mutex_unlock(&pg->ra_lock);
 			return;
-		st = ra_start(ph, r, idx);
-		st->used = ++ph->ra_clock;
-		if (advice != UPG_ADVICE_SEQUENTIAL)
-			return;
+		}
 		st->win = RA_MAX;
 	}
-	/* The stream went past the pages read ahead before this one. */
-	for (j = st->last + 1; j < idx; j++) {
-		uint64_t w = pg_load(&r->state[j]);
+	passed = st->last + 1;
+	st->win = 2 * st->win < RA_MAX ? 2 * st->win : RA_MAX;
+	st->last = idx;
+	st->used = ++pg->ra_clock;
+	j = st->next > idx + 1 ? st->next : idx + 1;
+	if (j - (idx + 1) >= st->win / 2 + 1)
+		end = j;    /* enough on its way */
+	else
+		end = idx + 1 + st->win < r->npages ? idx + 1 + st->win : r->npages;
+	/* Where the next extension starts; put back below if fewer are read. */
+	st->next = end;
+	pthread_mutex_unlock(&pg->ra_lock);
 
-		while ((w & PG_RA) && !pg_cas(&r->state[j], &w, w & ~PG_RA))
+	/* The stream went past the pages read ahead before this one. */
+	for (; passed < idx; passed++) {
+		uint64_t w = pg_load(&r->state[passed]);
+
+		while ((w & PG_RA) && !pg_cas(&r->state[passed], &w, w & ~PG_RA))
 			;
 		if (w & PG_RA)
 			stat_inc(&h->stats.readahead_hits);
 	}
-	st->win = 2 * st->win < RA_MAX ? 2 * st->win : RA_MAX;
-	st->last = idx;
-	st->used = ++ph->ra_clock;
-	j = st->next > idx + 1 ? st->next : idx + 1;
-	if (j - (idx + 1) >= st->win / 2 + 1) {
-		st->next = j;
-		return;     /* enough on its way */
-	}
-	end = idx + 1 + st->win < r->npages ? idx + 1 + st->win : r->npages;
 	for (; j < end && ph->nfree; j++) {
 		uint64_t w = pg_load(&r->state[j]);
 
@@ -214,8 +241,12 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 		}
 		stat_inc(&h->stats.readahead_pages);
 	}
-	/* Where the next extension starts. */
-	st->next = j > idx + 1 ? j : idx + 1;
+	if (j < end) {
+		pthread_mutex_lock(&pg->ra_lock);
+		if (st->region == r->id && st->next == end)
+			st->next = j > idx + 1 ? j : idx + 1;
+		pthread_mutex_unlock(&pg->ra_lock);
+	}
 }
 
 void paging_stream(struct handler *h, struct upg_region *r, uint64_t idx)
