@@ -333,6 +333,7 @@ void paging_destroy(struct upg_ctx *ctx)
 		close(pg->parent_pipe);
 	free(pg->deferred);
 	pthread_mutex_destroy(&pg->defer_lock);
+	pthread_mutex_destroy(&pg->ra_lock);
 	free(pg);
 	ctx->paging = NULL;
 }
