@@ -60,7 +60,10 @@ static int file_attach(struct upg_region *r, const struct upg_region_opts *opts)
 
 /* A zeroed array of n elements of `size` bytes: calloc'd when small, an
  * untouched MAP_NORESERVE mapping when large, so that the metadata of a
- * sparse region costs nothing until touched (PG_NONE being 0). */
+ * sparse region costs nothing until touched (PG_NONE being 0). Without
+ * huge pages: where transparent huge pages are "always" (Debian's arm64
+ * kernel), one touched word would bring in 2 MiB of them, and walks that
+ * skip untouched words (region_next_touched) would skip nothing. */
 static void *array_alloc(uint64_t n, size_t size, size_t *bytes, bool *mapped)
 {
 	void *p;
@@ -71,7 +74,10 @@ static void *array_alloc(uint64_t n, size_t size, size_t *bytes, bool *mapped)
 		return calloc(n, size);
 	p = mmap(NULL, *bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 		 -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, *bytes, MADV_NOHUGEPAGE);
+	return p;
 }
 
 static void array_free(void *p, size_t bytes, bool mapped)
