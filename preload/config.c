@@ -61,6 +61,34 @@ static bool bool_var(const char *name)
 	preload_die("%s=%s: say 1 or 0", name, s);
 }
 
+/* UPAGER_STATS: a boolean (the summary of the first program that reads it,
+ * which takes it out of the environment it passes on), or the pid whose
+ * summary is wanted: it stays in the environment, so a program that
+ * executes another (a launcher script, `sh -c` running its command) still
+ * gets one, and the processes it forks, which have other pids, do not. */
+static void stats_var(struct preload_config *cfg)
+{
+	const char *s = getenv("UPAGER_STATS");
+	char *end;
+	unsigned long pid;
+
+	if (s && *s >= '1' && *s <= '9') {
+		errno = 0;
+		pid = strtoul(s, &end, 10);
+		if (!*end && !errno && pid > 1) {
+			if (pid > INT32_MAX)
+				preload_die("UPAGER_STATS=%s: not a pid", s);
+			cfg->stats_pid = (pid_t)pid;
+			cfg->stats = cfg->stats_pid == getpid();
+			return;
+		}
+	}
+	if (s && *s && strcmp(s, "0") && strcmp(s, "no") && strcmp(s, "false") &&
+	    strcmp(s, "1") && strcmp(s, "yes") && strcmp(s, "true"))
+		preload_die("UPAGER_STATS=%s: say 1, 0 or a pid", s);
+	cfg->stats = bool_var("UPAGER_STATS");
+}
+
 /* A swap path must be a directory, or a file whose directory exists. */
 static void check_swap_path(const char *p)
 {
@@ -147,7 +175,7 @@ void config_read(struct preload_config *cfg)
 	cfg->replicas = s ? (unsigned)(*s - '0') : 1;
 	if (cfg->remote && getenv("UPAGER_SWAP"))
 		preload_die("UPAGER_REMOTE and UPAGER_SWAP: pages go to one or the other");
-	cfg->stats = bool_var("UPAGER_STATS");
+	stats_var(cfg);
 	cfg->mmap_threshold = size_var("UPAGER_MMAP_THRESHOLD", DEFAULT_MMAP_THRESHOLD, 4096);
 	s = getenv("UPAGER_STATS_DIR");
 	cfg->stats_dir = s && *s ? s : DEFAULT_STATS_DIR;

@@ -188,8 +188,10 @@ __attribute__((constructor(101))) static void preload_start(void)
 		preload_die("cannot give jemalloc's arenas their hooks: %s", upg_strerror(ret));
 	if (preload.cfg.stats) {
 		stats_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 100);
-		/* Nor one per program it runs (a shell's every command). */
-		env_drop("UPAGER_STATS");
+		/* Nor one per program it runs (a shell's every command); a pid
+		 * tells those apart by itself. */
+		if (!preload.cfg.stats_pid)
+			env_drop("UPAGER_STATS");
 	}
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	atomic_store_explicit(&preload.ready, true, memory_order_release);

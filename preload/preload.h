@@ -42,6 +42,9 @@ struct preload_config {
 	unsigned threads;           /* UPAGER_THREADS; 0 = one per CPU */
 	uint32_t policy;            /* UPAGER_POLICY: enum upg_policy */
 	bool stats;                 /* UPAGER_STATS: summary on stderr at exit */
+	/* UPAGER_STATS as a pid (what `upager run --stats` sets): the summary
+	 * is that process's, whatever it executes; 0 when it is a boolean. */
+	pid_t stats_pid;
 	uint64_t mmap_threshold;    /* UPAGER_MMAP_THRESHOLD, bytes */
 	const char *stats_dir;      /* UPAGER_STATS_DIR: where PID.stats lives */
 };

@@ -147,9 +147,15 @@ int cmd_run(int argc, char **argv)
 			}
 			setenv("UPAGER_REPLICAS", optarg, 1);
 			break;
-		case 'S':
-			setenv("UPAGER_STATS", "1", 1);
+		case 'S': {
+			/* The program keeps this pid through exec(): its summary,
+			 * whatever it executes (preload/config.c). */
+			char pid[16];
+
+			snprintf(pid, sizeof(pid), "%d", (int)getpid());
+			setenv("UPAGER_STATS", pid, 1);
 			break;
+		}
 		case 'h':
 			fputs(run_usage, stdout);
 			return 0;

@@ -61,5 +61,11 @@ for shell in bash sh; do
 		'for i in 1 2 3; do x=$(echo $i); true; /bin/true; done' 2>&1 >/dev/null |
 		grep -c '^upager: pid') || true
 	[ "$n" = 1 ] || fail "$shell: --stats printed $n summaries for one program"
+	# A program that executes another (a launcher script): the summary is
+	# the one of what it executed, still one.
+	n=$("$UPAGER" run --mem 16M --swap "$WORK" --stats -- "$shell" -c \
+		"exec $shell -c 'for i in 1 2 3; do x=\$(echo \$i); /bin/true; done'" 2>&1 >/dev/null |
+		grep -c '^upager: pid') || true
+	[ "$n" = 1 ] || fail "$shell: --stats printed $n summaries for a program that executes another"
 done
 echo ok
