@@ -379,6 +379,10 @@ static const char *remote;
 static unsigned replicas = 1;
 /* --policy: how upager picks the pages to evict. */
 static uint32_t policy = UPG_POLICY_COOLING;
+/* --evict: the features masked to force an eviction path (0: the best the
+ * kernel has), and the path asked for (UINT32_MAX: any). */
+static uint64_t evict_mask;
+static uint32_t evict_path = UINT32_MAX;
 
 /* The upager side: a context whose memory limit is the budget, paging to
  * one unlinked swap file in dir, or to the --remote servers. */
@@ -427,6 +431,7 @@ static unsigned char *upager_open(size_t wset, uint64_t budget, const char *dir,
 
 	upg_config_init(&cfg);
 	cfg.policy = policy;
+	cfg.feature_mask = evict_mask;
 	if (budget) {
 		rc = upager_config(&cfg, budget, dir, 2 * (uint64_t)wset);
 		if (rc == -EOPNOTSUPP)
@@ -439,6 +444,15 @@ static unsigned char *upager_open(size_t wset, uint64_t budget, const char *dir,
 		skip("userfaultfd not permitted");
 	if (rc)
 		die("upg_ctx_create: %s", upg_strerror(rc));
+	if (budget && evict_path != UINT32_MAX) {
+		struct upg_stats st = { .size = sizeof(st) };
+
+		rc = upg_stats_get(*ctx, &st);
+		if (rc)
+			die("upg_stats_get: %s", upg_strerror(rc));
+		if (st.evict_path != evict_path)
+			die("--evict: this kernel lacks what that eviction path needs");
+	}
 	rc = upg_region_create(*ctx, wset, NULL, region);
 	if (rc)
 		die("upg_region_create(%zu bytes): %s", wset, upg_strerror(rc));
@@ -557,6 +571,8 @@ static _Noreturn void usage(int status)
 		"  -R, --remote H:P,...  or the memcached servers it pages to\n"
 		"  -r, --replicas N copies of each page on the servers (1 or 2)\n"
 		"  -P, --policy P   upager's eviction policy: cooling (default) or fifo\n"
+		"  -E, --evict PATH upager's eviction path: move, wp or mprotect (default:\n"
+		"                   the best this kernel offers; a path it lacks is an error)\n"
 		"  -w, --wset SIZE  working set (default 2G)\n"
 		"  -d, --duration S seconds per phase (default 10)\n"
 		"  -n, --ops N      operations per phase instead of a duration\n"
@@ -578,6 +594,7 @@ int main(int argc, char **argv)
 		{ "remote", required_argument, NULL, 'R' },
 		{ "replicas", required_argument, NULL, 'r' },
 		{ "policy", required_argument, NULL, 'P' },
+		{ "evict", required_argument, NULL, 'E' },
 		{ "wset", required_argument, NULL, 'w' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "ops", required_argument, NULL, 'n' },
@@ -611,7 +628,7 @@ int main(int argc, char **argv)
 		     "which runs it (--help for its options)");
 		return 0;
 	}
-	while ((opt = getopt_long(argc, argv, "m:S:R:r:P:w:d:n:p:o:s:h", longopts,
+	while ((opt = getopt_long(argc, argv, "m:S:R:r:P:E:w:d:n:p:o:s:h", longopts,
 				  NULL)) != -1) {
 		switch (opt) {
 		case 'K': case 'U': mode = opt; break;
@@ -630,6 +647,19 @@ int main(int argc, char **argv)
 				policy = UPG_POLICY_FIFO;
 			else
 				die_status(2, "--policy: cooling or fifo");
+			break;
+		case 'E':
+			if (!strcmp(optarg, "move")) {
+				evict_path = UPG_EVICT_MOVE;
+			} else if (!strcmp(optarg, "wp")) {
+				evict_path = UPG_EVICT_WP;
+				evict_mask = UPG_FEAT_MOVE;
+			} else if (!strcmp(optarg, "mprotect")) {
+				evict_path = UPG_EVICT_MPROTECT;
+				evict_mask = UPG_FEAT_MOVE | UPG_FEAT_WP;
+			} else {
+				die_status(2, "--evict: move, wp or mprotect");
+			}
 			break;
 		case 'w': wset = parse_size(optarg, "--wset"); break;
 		case 'd':
