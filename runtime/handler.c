@@ -82,9 +82,11 @@ static void *handler_main(void *arg)
 		int nev;
 
 		qsbr_offline(qs);
-		/* Deferred faults wait for reclaim (which wakes us) or for an
-		 * event to be read: look again every millisecond anyway. */
-		if (h->ndeferred && paging)
+		/* Deferred faults wait for reclaim, and copies that met a layout
+		 * change (EAGAIN) for the madvise behind it to return: the
+		 * reclaimer wakes us after each of its own (wake_waiting); look
+		 * again every millisecond anyway, for the application's. */
+		if ((h->ndeferred || paging_pending(h)) && paging)
 			atomic_store_explicit(&h->paging.waiting, true, memory_order_release);
 		nev = epoll_wait(h->epfd, evs, 5, h->ndeferred || paging_pending(h) ? 1 : -1);
 		if (nev < 0) {

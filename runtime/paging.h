@@ -191,8 +191,9 @@ struct paging_handler {
 	 * waiting. */
 	struct backend_io *pending[PAGING_HANDLER_BUFS];
 	unsigned npending;
-	/* Written by the reclaimer when it freed memory while this handler
-	 * had faults waiting for some (waiting). */
+	/* Written by the reclaimer when it freed memory, or when a madvise of
+	 * its own returned, while this handler had faults waiting for memory
+	 * or copies to retry (waiting). */
 	int wake_fd;
 	_Atomic bool waiting;
 	uint32_t probe;           /* map_clean()'s one-in-eight counter */

@@ -118,6 +118,18 @@ static void frame_release(struct paging *pg, struct frame *f, uint64_t ref1)
 	}
 }
 
+/* Memory was freed, or a madvise of ours returned: wake the handlers holding
+ * faults back for want of memory, or copies that an event of ours failed. */
+static void wake_waiting(struct paging *pg)
+{
+	for (unsigned i = 0; i < pg->ctx->nhandlers; i++) {
+		struct paging_handler *ph = &pg->ctx->handlers[i].paging;
+
+		if (atomic_exchange_explicit(&ph->waiting, false, memory_order_acq_rel))
+			eventfd_write(ph->wake_fd, 1);
+	}
+}
+
 /* A read-ahead page leaves before the fault stream reached it. */
 static void ra_wasted(struct paging *pg, uint64_t w)
 {
@@ -160,6 +172,11 @@ static unsigned cool_batch(struct paging *pg, unsigned max)
 		n++;
 	}
 	evict_out(pg, v, n);
+	/* The WP and mprotect paths dropped the pages with madvise, whose
+	 * REMOVE events failed the handlers' copies meanwhile: they can retry
+	 * now. */
+	if (n && pg->path != UPG_EVICT_MOVE)
+		wake_waiting(pg);
 	for (unsigned i = 0; i < n; i++) {
 		struct upg_region *r = v[i].r;
 		struct frame *f = &pg->fe[v[i].pos % pg->nframes];
@@ -301,17 +318,6 @@ static void free_frames(struct paging *pg, uint64_t from, uint64_t to)
 	}
 	atomic_fetch_sub_explicit(&pg->cooling_pages, stale, memory_order_relaxed);
 	paging_unreserve(pg, stale);
-}
-
-/* Memory was freed: wake the handlers holding faults back for want of it. */
-static void wake_waiting(struct paging *pg)
-{
-	for (unsigned i = 0; i < pg->ctx->nhandlers; i++) {
-		struct paging_handler *ph = &pg->ctx->handlers[i].paging;
-
-		if (atomic_exchange_explicit(&ph->waiting, false, memory_order_acq_rel))
-			eventfd_write(ph->wake_fd, 1);
-	}
 }
 
 /* After a batch of n write-backs: when none went through, swap is stuck,
