@@ -38,6 +38,13 @@ static void open_region(uint64_t first, uint64_t second)
 	cr_assert_geq(ctx->pagemap_fd, 0, "/proc/self/pagemap: %s", strerror(errno));
 	((volatile char *)upg_region_addr(region))[first << region->page_shift] = 1;
 	((volatile char *)upg_region_addr(region))[second << region->page_shift] = 2;
+	/* The copy wakes the writer before the handler releases the page's
+	 * word: wait for the release, or a walk may find the page still busy
+	 * (and forgetting it leaves it to the handler). */
+	for (int i = 0; i < 100000 && (pg_state(pg_load(&region->state[first])) == PG_BUSY ||
+				       pg_state(pg_load(&region->state[second])) == PG_BUSY);
+	     i++)
+		usleep(10);
 }
 
 static void close_region(void)
