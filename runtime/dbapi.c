@@ -92,7 +92,8 @@ static void flush_batch(struct flusher *fl)
 		ok += written;
 		if (pg_state(w) == PG_COOLING) {
 			if (written)
-				pg->fe[pg_val(w) % pg->nframes].dirty = false;
+				atomic_store_explicit(&pg->fe[pg_val(w) % pg->nframes].dirty,
+						      false, memory_order_relaxed);
 			page_release(r, idx, pg_make(0, PG_COOLING, pg_val(w), 0));
 			continue;
 		}
@@ -126,7 +127,9 @@ static bool flush_page(struct flusher *fl, uint64_t idx)
 				break;
 			continue;
 		}
-		if (pg_state(w) == PG_COOLING && pg->fe[pg_val(w) % pg->nframes].dirty) {
+		if (pg_state(w) == PG_COOLING &&
+		    atomic_load_explicit(&pg->fe[pg_val(w) % pg->nframes].dirty,
+					 memory_order_relaxed)) {
 			if (pg_cas(pw, &w, pg_with_state(w, PG_BUSY)))
 				break;
 			continue;

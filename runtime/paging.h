@@ -61,7 +61,10 @@ struct prefetcher;
 struct frame {
 	_Atomic uint64_t ref;     /* page_ref() + 1 of the page held; 0 = empty */
 	uint64_t slot1;           /* slot + 1 of the page's copy in swap, or 0 */
-	bool dirty;
+	/* Atomic (relaxed) because upg_flush reads it unclaimed, before the
+	 * CAS on the page's word that tells whether the frame was still that
+	 * page's; the word orders everything else. */
+	atomic_bool dirty;
 	/* Its page was copied back into the application: the frame still
 	 * holds memory (counted in mem_pages and cooling_pages) until the
 	 * tail frees it. */

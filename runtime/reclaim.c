@@ -187,7 +187,7 @@ static unsigned cool_batch(struct paging *pg, unsigned max)
 			continue;
 		}
 		f->slot1 = pg_val(v[i].w);
-		f->dirty = v[i].w & PG_DIRTY;
+		atomic_store_explicit(&f->dirty, v[i].w & PG_DIRTY, memory_order_relaxed);
 		atomic_store_explicit(&f->ref, page_ref(r->id, v[i].idx) + 1, memory_order_release);
 		atomic_fetch_add_explicit(&pg->cooling_pages, 1, memory_order_relaxed);
 		atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
@@ -372,7 +372,8 @@ static unsigned writeback_batch(struct paging *pg)
 
 		if (!r)
 			continue;
-		if ((!f->dirty && f->slot1) || r->rdonly) {
+		if ((!atomic_load_explicit(&f->dirty, memory_order_relaxed) && f->slot1) ||
+		    r->rdonly) {
 			/* Its copy in swap or its file is current: no write.
 			 * (A read-only file region's page is never written;
 			 * it is dirty only where write-protect is missing.) */

@@ -479,7 +479,8 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 		return FAULT_AGAIN;
 	/* Clean: its copy in swap is current, and write-protect tells us
 	 * when that stops being true. */
-	clean = f->slot1 && !f->dirty && map_clean_page(h, r, write, 1);
+	clean = f->slot1 && !atomic_load_explicit(&f->dirty, memory_order_relaxed) &&
+		map_clean_page(h, r, write, 1);
 	/* A copy leaves the frame holding memory too, for a while. */
 	copy = !evict_back_moves(pg, clean);
 	if (copy && !paging_reserve(pg)) {
