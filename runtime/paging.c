@@ -245,7 +245,11 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 	}
 	madvise(pg->frames, pg->nframes * pg->page_size, MADV_NOHUGEPAGE);
 	if (pg->path == UPG_EVICT_MOVE) {
-		ret = uffd_open(uffd_kernel_features(UPG_FEAT_MOVE), ctx->features);
+		/* Nobody reads it: a touch of an empty frame, which the runtime
+		 * never makes, fails (SIGBUS, EFAULT in a system call) rather
+		 * than waiting forever. */
+		ret = uffd_open(uffd_kernel_features(UPG_FEAT_MOVE) | UFFD_FEATURE_SIGBUS,
+				ctx->features);
 		if (ret < 0)
 			goto err;
 		pg->frames_uffd = ret;
