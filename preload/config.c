@@ -50,15 +50,14 @@ static uint64_t size_var(const char *name, uint64_t def, uint64_t min)
 	return v;
 }
 
-static bool bool_var(const char *name)
+/* A boolean's value: 0 or 1 (unset or empty is 0), -1 if s is none. */
+static int bool_word(const char *s)
 {
-	const char *s = getenv(name);
-
 	if (!s || !*s || !strcmp(s, "0") || !strcmp(s, "no") || !strcmp(s, "false"))
-		return false;
+		return 0;
 	if (!strcmp(s, "1") || !strcmp(s, "yes") || !strcmp(s, "true"))
-		return true;
-	preload_die("%s=%s: say 1 or 0", name, s);
+		return 1;
+	return -1;
 }
 
 /* UPAGER_STATS: a boolean (the summary of the first program that reads it,
@@ -71,6 +70,7 @@ static void stats_var(struct preload_config *cfg)
 	const char *s = getenv("UPAGER_STATS");
 	char *end;
 	unsigned long pid;
+	int v;
 
 	if (s && *s >= '1' && *s <= '9') {
 		errno = 0;
@@ -83,10 +83,10 @@ static void stats_var(struct preload_config *cfg)
 			return;
 		}
 	}
-	if (s && *s && strcmp(s, "0") && strcmp(s, "no") && strcmp(s, "false") &&
-	    strcmp(s, "1") && strcmp(s, "yes") && strcmp(s, "true"))
+	v = bool_word(s);
+	if (v < 0)
 		preload_die("UPAGER_STATS=%s: say 1, 0 or a pid", s);
-	cfg->stats = bool_var("UPAGER_STATS");
+	cfg->stats = v;
 }
 
 /* A swap path must be a directory, or a file whose directory exists. */

@@ -195,7 +195,9 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 		/* A major fault may start a stream; it reads ahead once the
 		 * next fault continues it, or at once, a whole window, where
 		 * the application said the region is read sequentially. */
-		if (!major || (st = ra_start(pg, r, idx), advice != UPG_ADVICE_SEQUENTIAL)) {
+		if (major)
+			st = ra_start(pg, r, idx);
+		if (!major || advice != UPG_ADVICE_SEQUENTIAL) {
 			pthread_mutex_unlock(&pg->ra_lock);
 			return;
 		}
