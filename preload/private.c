@@ -88,7 +88,11 @@ void *priv_alloc(size_t align, size_t n)
 		align = 16;
 	if (n > PRIV_SPAN / 2 || align > PRIV_SPAN / 4)
 		goto nomem;
-	need = n + sizeof(struct priv_hdr) + (align > 16 ? align : 0);
+	/* The pointer is the first multiple of align past the header. Blocks
+	 * are aligned to 32 bytes at least, so at align 16 it lies 16 bytes
+	 * in (not 8: the header's size); at a larger align, less than
+	 * align + the header's size. */
+	need = n + (align > 16 ? align + sizeof(struct priv_hdr) : 16);
 	c = class_of(need);
 	if (c >= PRIV_CLASSES)
 		goto nomem;
