@@ -165,7 +165,10 @@ struct paging {
 	pthread_mutex_t ra_lock;
 	struct ra_stream {
 		uint32_t region;
-		uint64_t last, next, win;  /* last fault, first page not read, window */
+		bool down;                 /* follows descending pages */
+		/* In positions along the stream (swapin.c, ra_pos): the last
+		 * fault, the first position not read, the window. */
+		uint64_t last, next, win;
 		uint64_t used;             /* when it last continued, for replacement */
 	} ra[PAGING_RA_STREAMS];
 	uint64_t ra_clock;

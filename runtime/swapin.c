@@ -126,16 +126,20 @@ static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, 
 
 /*
  * Readahead. The context follows a few streams, whichever handler takes
- * their faults: a fault (major, or on a page still being read) past a
- * stream's last one and no further than what it has read continues it, and
- * its window doubles, up to RA_MAX pages; a major fault elsewhere starts a
- * new stream in place of the one that matters least (ra_start). A read of
- * a page already mapped raises no fault, so the stream is seen only where
- * it catches up with its reads: there, once less than half a window is
- * still ahead of it, reads are issued up to a whole window ahead, in one go
- * (consecutive pages, one request each 64), onto the queue of the handler
- * that saw the fault. Pages in swap are claimed and read; they are mapped
- * when their reads complete.
+ * their faults, each up or down the pages of one region (a list freed from
+ * its end walks its heap downwards). A fault (major, or on a page still
+ * being read) past a stream's last one and no further than what it has read
+ * continues it, and its window doubles, up to RA_MAX pages; a major fault
+ * elsewhere starts a new stream in place of the one that matters least
+ * (ra_start). A stream only started turns downwards when the next fault is
+ * on the page just below its first. A read of a page already mapped raises
+ * no fault, so the stream is seen only where it catches up with its reads:
+ * there, once less than half a window is still ahead of it, reads are
+ * issued up to a whole window ahead, in one go, in ascending page order
+ * whichever way the stream goes (consecutive pages, one request each 64,
+ * one copy to map them), onto the queue of the handler that saw the fault.
+ * Pages in swap are claimed and read; they are mapped when their reads
+ * complete.
  */
 #define RA_MAX 512u
 #define RA_FIRST_WIN 4u
@@ -144,15 +148,33 @@ static bool queue_swapin(struct handler *h, struct upg_region *r, uint64_t idx, 
  * must not push out a scan being followed. */
 #define RA_KEEP 1024u
 
+/* Page idx's position along a stream going down or up (and a position's
+ * page: the map is its own inverse). Positions grow the way it goes. */
+static inline uint64_t ra_pos(bool down, const struct upg_region *r, uint64_t idx)
+{
+	return down ? r->npages - 1 - idx : idx;
+}
+
 /* The stream page idx of r continues (NULL if none): it comes after the
  * stream's last fault and no further than what it has read. Under ra_lock. */
 static struct ra_stream *ra_find(struct paging *pg, const struct upg_region *r, uint64_t idx)
 {
 	for (unsigned i = 0; i < PAGING_RA_STREAMS; i++) {
 		struct ra_stream *st = &pg->ra[i];
+		uint64_t pos;
 
-		if (st->win && st->region == r->id && idx > st->last && idx <= st->next)
+		if (!st->win || st->region != r->id)
+			continue;
+		pos = ra_pos(st->down, r, idx);
+		if (pos > st->last && pos <= st->next)
 			return st;
+		if (!st->down && st->win == RA_FIRST_WIN && st->next == st->last + 1 &&
+		    idx + 1 == st->last) {
+			st->down = true;
+			st->last = ra_pos(true, r, st->last);
+			st->next = st->last + 1;
+			return st;
+		}
 	}
 	return NULL;
 }
@@ -179,53 +201,15 @@ static struct ra_stream *ra_start(struct paging *pg, const struct upg_region *r,
 	return st;
 }
 
-static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, bool major)
+/* Claim and queue the reads of pages [first, end) of r that are in swap,
+ * in order; stops when buffers or the budget run out. Returns the page it
+ * stopped at. */
+static uint64_t ra_read(struct handler *h, struct upg_region *r, uint64_t first, uint64_t end)
 {
 	struct paging *pg = h->ctx->paging;
-	struct paging_handler *ph = &h->paging;
-	uint32_t advice = atomic_load_explicit(&r->advice, memory_order_relaxed);
-	struct ra_stream *st;
-	uint64_t j, end, passed;
+	uint64_t j;
 
-	if (advice == UPG_ADVICE_RANDOM)
-		return;
-	pthread_mutex_lock(&pg->ra_lock);
-	st = ra_find(pg, r, idx);
-	if (!st) {
-		/* A major fault may start a stream; it reads ahead once the
-		 * next fault continues it, or at once, a whole window, where
-		 * the application said the region is read sequentially. */
-		if (major)
-			st = ra_start(pg, r, idx);
-		if (!major || advice != UPG_ADVICE_SEQUENTIAL) {
-			pthread_mutex_unlock(&pg->ra_lock);
-			return;
-		}
-		st->win = RA_MAX;
-	}
-	passed = st->last + 1;
-	st->win = 2 * st->win < RA_MAX ? 2 * st->win : RA_MAX;
-	st->last = idx;
-	st->used = ++pg->ra_clock;
-	j = st->next > idx + 1 ? st->next : idx + 1;
-	if (j - (idx + 1) >= st->win / 2 + 1)
-		end = j;    /* enough on its way */
-	else
-		end = idx + 1 + st->win < r->npages ? idx + 1 + st->win : r->npages;
-	/* Where the next extension starts; put back below if fewer are read. */
-	st->next = end;
-	pthread_mutex_unlock(&pg->ra_lock);
-
-	/* The stream went past the pages read ahead before this one. */
-	for (; passed < idx; passed++) {
-		uint64_t w = pg_load(&r->state[passed]);
-
-		while ((w & PG_RA) && !pg_cas(&r->state[passed], &w, w & ~PG_RA))
-			;
-		if (w & PG_RA)
-			stat_inc(&h->stats.readahead_hits);
-	}
-	for (; j < end && ph->nfree; j++) {
+	for (j = first; j < end && h->paging.nfree; j++) {
 		uint64_t w = pg_load(&r->state[j]);
 
 		if (!readable_page(r, w))
@@ -243,10 +227,74 @@ static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, boo
 		}
 		stat_inc(&h->stats.readahead_pages);
 	}
-	if (j < end) {
+	return j;
+}
+
+static void readahead(struct handler *h, struct upg_region *r, uint64_t idx, bool major)
+{
+	struct paging *pg = h->ctx->paging;
+	uint32_t advice = atomic_load_explicit(&r->advice, memory_order_relaxed);
+	struct ra_stream *st;
+	uint64_t pos, j, end, passed, got, first, stop;
+	bool down;
+
+	if (advice == UPG_ADVICE_RANDOM)
+		return;
+	pthread_mutex_lock(&pg->ra_lock);
+	st = ra_find(pg, r, idx);
+	if (!st) {
+		/* A major fault may start a stream; it reads ahead once the
+		 * next fault continues it, or at once, a whole window, where
+		 * the application said the region is read sequentially. */
+		if (major)
+			st = ra_start(pg, r, idx);
+		if (!major || advice != UPG_ADVICE_SEQUENTIAL) {
+			pthread_mutex_unlock(&pg->ra_lock);
+			return;
+		}
+		st->win = RA_MAX;
+	}
+	down = st->down;
+	pos = ra_pos(down, r, idx);
+	passed = st->last + 1;
+	st->win = 2 * st->win < RA_MAX ? 2 * st->win : RA_MAX;
+	st->last = pos;
+	st->used = ++pg->ra_clock;
+	j = st->next > pos + 1 ? st->next : pos + 1;
+	if (j - (pos + 1) >= st->win / 2 + 1)
+		end = j;    /* enough on its way */
+	else
+		end = pos + 1 + st->win < r->npages ? pos + 1 + st->win : r->npages;
+	/* Where the next extension starts; put back below if fewer are read. */
+	st->next = end;
+	pthread_mutex_unlock(&pg->ra_lock);
+
+	/* The stream went past the pages read ahead before this one. */
+	for (; passed < pos; passed++) {
+		uint64_t p = ra_pos(down, r, passed);
+		uint64_t w = pg_load(&r->state[p]);
+
+		while ((w & PG_RA) && !pg_cas(&r->state[p], &w, w & ~PG_RA))
+			;
+		if (w & PG_RA)
+			stat_inc(&h->stats.readahead_hits);
+	}
+	if (j == end)
+		return;
+	if (!down) {
+		got = ra_read(h, r, j, end);
+	} else {
+		/* Positions [j, end) are pages [npages - end, npages - j): the
+		 * nearest ones only if buffers are short. Cut short, the
+		 * stream counts nothing read past j. */
+		stop = r->npages - j;
+		first = end - j > h->paging.nfree ? stop - h->paging.nfree : r->npages - end;
+		got = ra_read(h, r, first, stop) == stop ? r->npages - first : j;
+	}
+	if (got < end) {
 		pthread_mutex_lock(&pg->ra_lock);
-		if (st->region == r->id && st->next == end)
-			st->next = j > idx + 1 ? j : idx + 1;
+		if (st->region == r->id && st->down == down && st->next == end)
+			st->next = got > pos + 1 ? got : pos + 1;
 		pthread_mutex_unlock(&pg->ra_lock);
 	}
 }

@@ -457,3 +457,38 @@ Test(swap, move_scan_maps_without_retries, .timeout = 120, .fini = swapdir_remov
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
 }
+
+/*
+ * A region read from its last page down to its first (a list freed from its
+ * end walks its heap this way) is read ahead like a forward scan: without
+ * downward streams every page of it was a major fault of its own.
+ */
+Test(swap, descending_scan_is_read_ahead, .timeout = 120, .fini = swapdir_remove)
+{
+	upg_ctx *ctx = swap_ctx(UPG_EVICT_MOVE, UPG_POLICY_COOLING, 0);
+	size_t ps = itest_page();
+	uint64_t n = 4 * LIMIT / ps;
+	upg_region *r = region_new(ctx, n * ps, 0);
+	uint8_t *base = upg_region_addr(r);
+	struct upg_stats st0, st1;
+
+	fill_pages(base, ps, 0, n, 11);
+	st0 = stats_settle(ctx, 100, 5000);
+	for (uint64_t i = n; i-- > 0;)
+		cr_assert_eq(pattern_check(base + i * ps, ps, 11, i), -1,
+			     "page %llu read back wrong", (unsigned long long)i);
+	st1 = stats_of(ctx);
+	cr_log_info("descending scan of %llu pages: %llu major faults, %llu read ahead, %llu hits",
+		    (unsigned long long)n,
+		    (unsigned long long)(st1.faults_major - st0.faults_major),
+		    (unsigned long long)(st1.readahead_pages - st0.readahead_pages),
+		    (unsigned long long)(st1.readahead_hits - st0.readahead_hits));
+	cr_assert_geq(st1.readahead_pages - st0.readahead_pages, n / 2,
+		      "a descending scan was not read ahead");
+	cr_assert_leq(st1.faults_major - st0.faults_major, n / 8,
+		      "%llu of %llu pages scanned downwards were major faults",
+		      (unsigned long long)(st1.faults_major - st0.faults_major),
+		      (unsigned long long)n);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+}
