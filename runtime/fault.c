@@ -233,10 +233,13 @@ claimed:
 		res = FAULT_SHARED;
 		break;
 	case -EAGAIN:
+	case -ENOMEM:
 		/* The layout is changing: an event waits to be read, and the
 		 * kernel hands events out only when no fault is pending. So
 		 * the thread is not woken to fault again (that would starve
-		 * the event); its fault is retried a little later. */
+		 * the event); its fault is retried a little later. So is one
+		 * the kernel found no page for (a memory cgroup at its limit
+		 * reclaims meanwhile). */
 		now = was;
 		stat_inc(&h->stats.ioctl_retries);
 		res = FAULT_DEFER;

@@ -403,17 +403,27 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 	flags = map_clean_page(h, r, (uintptr_t)io->cookie & IO_WRITE, 1) ? 0 : PG_DIRTY;
 	ret = uffd_copy(ctx->uffd, addr, io->buf, region_page_size(r),
 			flags ? 0 : UFFDIO_COPY_MODE_WP);
-	if (ret == -EAGAIN) {
+	if (ret == -EAGAIN || ret == -ENOMEM) {
 		/* The layout is changing: an event is pending, which the
 		 * kernel hands out only once no fault is, so the faulting
-		 * thread is not woken to fault again; the copy is retried. */
+		 * thread is not woken to fault again; the copy is retried.
+		 * ENOMEM (the kernel found no page, as in a memory cgroup at
+		 * its limit) is retried too: dropping the read would lose the
+		 * page, and its next fault would read zeros. */
 		stat_inc(&h->stats.ioctl_retries);
 		return false;
 	}
 	stat_inc(datafile_slot_is_file(io->slot) ? &h->stats.file_reads : &h->stats.swap_ins);
-	if (ret < 0 && ret != -EEXIST) {
-		/* The range went away under us (unmap, destroy). */
+	if (ret == -ENOENT || ret == -ESRCH) {
+		/* The range went away under us (unmap, destroy), or the
+		 * process is exiting. */
 		drop(h, r, idx, io->slot);
+		return true;
+	}
+	if (ret < 0 && ret != -EEXIST) {
+		/* Anything else loses the contents: said, never zeros. */
+		paging_unreserve(pg, 1);
+		poison(h, r, idx, io->slot, ret);
 		return true;
 	}
 	page_release(r, idx, pg_make(0, PG_RESIDENT, io->slot + 1, flags | ra));
@@ -541,8 +551,9 @@ fault_result paging_uncool(struct handler *h, struct upg_region *r, uint64_t idx
 	ret = evict_back(pg, addr, pos, clean);
 	if (ret < 0 && copy)
 		paging_unreserve(pg, 1);
-	if (ret == -EAGAIN) {
-		/* An event is pending: retry the fault after it is read. */
+	if (ret == -EAGAIN || ret == -ENOMEM) {
+		/* An event is pending, or the kernel found no page for the
+		 * copy: retry the fault after a while. */
 		page_release(r, idx, pg_make(0, PG_COOLING, pos, 0));
 		stat_inc(&h->stats.ioctl_retries);
 		return FAULT_DEFER;
