@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -273,8 +274,10 @@ static void run_phase(struct wl *wl, const struct phase *ph)
 	uint64_t last_ops[MAX_THREADS] = { 0 }, total = 0, last_total = 0;
 	double since[MAX_THREADS], t0, next, end = INFINITY, t = 0, last_t;
 	bool done = false;
+	struct rusage ru0, ru1;
 	int rc;
 
+	getrusage(RUSAGE_SELF, &ru0);
 	w = aligned_alloc(64, sizeof(*w) * T);
 	if (!w)
 		die("out of memory");
@@ -343,6 +346,7 @@ static void run_phase(struct wl *wl, const struct phase *ph)
 		pthread_join(w[i].tid, NULL);
 	alarm(0);
 	free(w);
+	getrusage(RUSAGE_SELF, &ru1);
 	if (wl->csv && fflush(wl->csv))
 		die("writing the CSV: %s", strerror(errno));
 
@@ -351,6 +355,9 @@ static void run_phase(struct wl *wl, const struct phase *ph)
 	if (ph->kind != K_RAND)
 		printf(" mb_per_s=%.1f",
 		       (double)total * (double)wl->page_size / (t - t0) / 1e6);
+	/* The kernel's count of faults that waited for I/O: on the kernel
+	 * side, the swap-ins that missed the swap cache. */
+	printf(" majflt=%ld", ru1.ru_majflt - ru0.ru_majflt);
 	putchar('\n');
 	fflush(stdout);
 }
