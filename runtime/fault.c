@@ -128,6 +128,41 @@ static void deliver_poison(struct upg_ctx *ctx, uintptr_t page, size_t psize, pi
 		kill(getpid(), SIGBUS);
 }
 
+/* The mapping of page idx of r, resident in state word w, went away with
+ * its contents (what took it is not upager: it evicts only pages it claimed,
+ * and a removal by the application clears the word first). Said loudly: the
+ * log, the error callback, the errors and poisoned counters. */
+static __attribute__((cold)) void report_lost(struct handler *h, struct upg_region *r,
+					      uint64_t idx, uint64_t w)
+{
+	struct upg_ctx *ctx = h->ctx;
+	void *addr = (void *)region_page_addr(r, idx);
+
+	pr_err("page %p (word %#llx) lost its mapping behind upager's back: contents gone",
+	       addr, (unsigned long long)w);
+	if (ctx->cfg.on_error)
+		ctx->cfg.on_error(ctx->cfg.on_error_arg, addr, -EFAULT);
+	stat_inc(&h->stats.errors);
+}
+
+/* The same, the page claimed and a poison marker in its place: it stays
+ * poisoned (SIGBUS on touch), its budget, slot and residency given back. */
+static void lost(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t w)
+{
+	struct paging *pg = h->ctx->paging;
+
+	report_lost(h, r, idx, w);
+	stat_inc(&h->stats.poisoned);
+	atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
+	if (pg) {
+		if (pg_val(w))
+			paging_discard(pg, pg_val(w) - 1);
+		paging_unreserve(pg, 1);
+	}
+	page_release(r, idx, pg_make(w, PG_POISONED, 0, 0));
+	uffd_wake(h->ctx->uffd, region_page_addr(r, idx), region_page_size(r));
+}
+
 static fault_result resolve_missing(struct handler *h, struct upg_region *r, uintptr_t addr,
 				    bool write, pid_t tid)
 {
@@ -211,7 +246,24 @@ claimed:
 		reserved = false;
 	}
 
-	ret = map_zero(ctx, page, psize, zeropage);
+	if (was == PG_RESIDENT && (ctx->features & UPG_FEAT_POISON)) {
+		/* A resident page faults only for a second message about one
+		 * access, read after the first was resolved (mapped: EEXIST),
+		 * or if its mapping went away behind upager's back, with its
+		 * contents: it must not come back as zeros. The poison marker
+		 * tells the two apart and, if it goes in, is the answer. */
+		ret = uffd_poison(ctx->uffd, addr & ~(uintptr_t)(base_page(ctx) - 1),
+				  base_page(ctx));
+		if (ret == 0) {
+			lost(h, r, idx, old);
+			return FAULT_ERROR;
+		}
+	} else {
+		ret = map_zero(ctx, page, psize, zeropage);
+	}
+	if (ret == 0 && was == PG_RESIDENT)
+		/* No UFFDIO_POISON to hold the page: zeros went in. */
+		report_lost(h, r, idx, old);
 	if ((ret == -EEXIST || ret == -ENOENT) && psize > base_page(ctx) && !atomic_load(&r->dying)) {
 		/* Part of a multi-base-page page is still mapped (EEXIST), or
 		 * no longer mapped at all (ENOENT: the application dropped or

@@ -770,3 +770,91 @@ Test(events, mremap_grow_in_place, .timeout = 40)
 	munmap(tail.p, len);
 	upg_ctx_destroy(ctx);
 }
+
+/* ------------------------------------------------------------------------
+ * A mapping taken away behind upager's back, with no event: MADV_GUARD_INSTALL
+ * zaps the pages under it without telling userfaultfd (Linux 6.13), and
+ * MADV_GUARD_REMOVE leaves them empty. upager believes them resident; the
+ * next touch must not read zeros as if nothing happened.
+ */
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#define MADV_GUARD_REMOVE 103
+#endif
+
+static _Atomic unsigned lost_reports;
+static _Atomic(void *) lost_addr;
+
+static void on_lost(void *arg, void *addr, int err)
+{
+	(void)arg;
+	(void)err;
+	atomic_store(&lost_addr, addr);
+	atomic_fetch_add(&lost_reports, 1);
+}
+
+static void lost_mapping(uint64_t mask)
+{
+	const size_t ps = itest_page();
+	const uint64_t victim = 5;
+	struct upg_config cfg;
+	struct sigaction old;
+	struct upg_stats st;
+	upg_ctx *ctx;
+	upg_region *r;
+	uint8_t *base, *p;
+	uint64_t wrong = 0;
+	int got;
+
+	features_or_skip();
+	upg_config_init(&cfg);
+	cfg.feature_mask = mask;
+	cfg.on_error = on_lost;
+	atomic_store(&lost_reports, 0);
+	ctx = ctx_new(&cfg);
+	r = region_new_per_page(ctx, N * ps, 0);
+	base = upg_region_addr(r);
+	fill_pages(base, ps, 0, N, 7);
+	p = pg(base, ps, victim);
+	if (madvise(p, ps, MADV_GUARD_INSTALL) < 0) {
+		int err = errno;
+
+		upg_region_destroy(r);
+		upg_ctx_destroy(ctx);
+		cr_skip_test("MADV_GUARD_INSTALL on a userfaultfd range: %s (Linux 6.13 has it)",
+			     strerror(err));
+	}
+	cr_assert_eq(madvise(p, ps, MADV_GUARD_REMOVE), 0, "MADV_GUARD_REMOVE: %s",
+		     strerror(errno));
+	st = stats_of(ctx);
+	cr_assert_eq(st.events_remove, 0, "the guard raised an event: this test tests nothing");
+
+	sigbus_catch(&old);
+	got = page_verify(p, ps, 7, victim);
+	for (uint64_t i = 0; i < N; i++)
+		if (i != victim && page_verify(pg(base, ps, i), ps, 7, i) != 0)
+			wrong++;
+	sigbus_restore(&old);
+	cr_assert_eq(wrong, 0, "%llu untouched pages read back wrong", (unsigned long long)wrong);
+	if (upg_ctx_features(ctx) & UPG_FEAT_POISON)
+		cr_assert_eq(got, -1, "the lost page read back without SIGBUS (%s)",
+			     got ? "wrong data" : "its old data?");
+	else
+		cr_assert_eq(got, 1, "without UFFDIO_POISON the lost page comes back as zeros");
+	st = stats_of(ctx);
+	cr_assert_geq(st.errors, 1, "the loss was not counted");
+	cr_assert_eq(atomic_load(&lost_reports), 1, "the error callback ran %u times",
+		     atomic_load(&lost_reports));
+	cr_assert_eq(atomic_load(&lost_addr), (void *)p, "the callback named another page");
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+}
+
+Test(events, lost_mapping_poisons, .timeout = 30) { lost_mapping(0); }
+
+/* Without UFFDIO_POISON there is no way to hold the page: zeros go in, and
+ * the loss is still reported. */
+Test(events, lost_mapping_reported_without_poison, .timeout = 30)
+{
+	lost_mapping(UPG_FEAT_POISON);
+}
