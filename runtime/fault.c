@@ -131,7 +131,7 @@ static void deliver_poison(struct upg_ctx *ctx, uintptr_t page, size_t psize, pi
 /* The mapping of page idx of r, resident in state word w, went away with
  * its contents (what took it is not upager: it evicts only pages it claimed,
  * and a removal by the application clears the word first). Said loudly: the
- * log, the error callback, the errors and poisoned counters. */
+ * log, the error callback and the errors counter. */
 static __attribute__((cold)) void report_lost(struct handler *h, struct upg_region *r,
 					      uint64_t idx, uint64_t w)
 {
@@ -151,8 +151,6 @@ static void lost(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t
 {
 	struct paging *pg = h->ctx->paging;
 
-	report_lost(h, r, idx, w);
-	stat_inc(&h->stats.poisoned);
 	atomic_fetch_sub_explicit(&r->resident_pages, 1, memory_order_relaxed);
 	if (pg) {
 		if (pg_val(w))
@@ -160,6 +158,9 @@ static void lost(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t
 		paging_unreserve(pg, 1);
 	}
 	page_release(r, idx, pg_make(w, PG_POISONED, 0, 0));
+	stat_inc(&h->stats.poisoned);
+	/* Last: once the report is out, the accounting is done. */
+	report_lost(h, r, idx, w);
 	uffd_wake(h->ctx->uffd, region_page_addr(r, idx), region_page_size(r));
 }
 

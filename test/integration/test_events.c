@@ -844,6 +844,10 @@ static void lost_mapping(uint64_t mask)
 	/* The poison marker woke the thread before the handler reported:
 	 * the callback runs, then the counter moves. */
 	stats_wait(ctx, st, st.errors >= 1, 5000);
+	if (upg_ctx_features(ctx) & UPG_FEAT_POISON)
+		cr_assert_eq(st.resident_bytes, (N - 1) * ps,
+			     "the poisoned page still counts as resident (%llu bytes resident)",
+			     (unsigned long long)st.resident_bytes);
 	cr_assert_eq(atomic_load(&lost_reports), 1, "the error callback ran %u times",
 		     atomic_load(&lost_reports));
 	cr_assert_eq(atomic_load(&lost_addr), (void *)p, "the callback named another page");
