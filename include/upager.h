@@ -119,7 +119,10 @@ struct upg_config {
 	uint64_t feature_mask;
 	/* Upper bound on the memory the context's pages hold, in bytes; 0 =
 	 * none. Pages beyond it are paged out to the swap files (or remote
-	 * servers, see remote_servers), which must then be given. Regions of such a context use the base page size. */
+	 * servers, see remote_servers), which must then be given. Regions of
+	 * such a context use the base page size. It must fit the memory
+	 * cgroup the process runs in, with room for the rest of the process:
+	 * above 7/8 of the cgroup's limit, the start logs a warning. */
 	uint64_t mem_limit;
 	/* Where pages go when mem_limit is reached (see struct upg_swap_file). */
 	const struct upg_swap_file *swap_files;

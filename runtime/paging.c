@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "ctx.h"
 #include "fd.h"
 #include "log.h"
@@ -111,6 +112,21 @@ static int keep_child_specs(struct paging *pg, const struct upg_config *cfg)
 
 static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backend *inherit);
 
+/* A budget the kernel will not let this process keep: said at the start,
+ * rather than seen later as double paging. An eighth of the cgroup's limit
+ * is left for everything else the process holds: the program's own memory,
+ * upager's buffers, metadata and threads. */
+static void warn_cgroup(uint64_t mem_limit)
+{
+	uint64_t cg = cgroup_memory_limit();
+
+	if (cg && mem_limit > cg - cg / 8)
+		pr_warn("mem_limit (%llu MiB) is above 7/8 of this process's memory cgroup limit "
+			"(%llu MiB): the kernel will reclaim upager's own memory behind it (double "
+			"paging, or the OOM killer); give upager less",
+			(unsigned long long)(mem_limit >> 20), (unsigned long long)(cg >> 20));
+}
+
 int paging_create(struct upg_ctx *ctx)
 {
 	return paging_make(ctx, NULL, NULL);
@@ -207,6 +223,7 @@ static int paging_make(struct upg_ctx *ctx, struct backend *files, struct backen
 		ret = -EINVAL;
 		goto err;
 	}
+	warn_cgroup(cfg->mem_limit);
 	/* Reclaim starts early enough for a stream's read-ahead to find room,
 	 * and frees a few batches (or 1/64 of the limit) at a time. */
 	gap = pg->limit / 64 > 2 * PAGING_BATCH ? pg->limit / 64 : 2 * PAGING_BATCH;

@@ -4,13 +4,14 @@
  * touches a lost page gets SIGBUS, every other page reads back right); a
  * full disk keeps pages in memory and loses nothing; a deleted swap file
  * changes nothing; a filesystem without O_DIRECT is used buffered, and the
- * log says so once.
+ * log says so once; a budget above the memory cgroup's limit is warned of.
  */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 
 #include "itest.h"
 
@@ -432,5 +433,122 @@ Test(swap_errors, deleted_swap_file, .timeout = 120)
 		     "errors after deleting an open swap file");
 	upg_region_destroy(r);
 	upg_ctx_destroy(ctx);
+	rmdir(dir);
+}
+
+/* ------------------------------------------------------------------------
+ * A budget above the memory limit of the process's cgroup is said at the
+ * start: the kernel would page upager's own memory behind it. The test
+ * moves itself into a memory cgroup of its own (v1 or v2, whichever the
+ * machine has) and back out.
+ */
+static char cg_dir[4200], cg_home[4096];
+
+/* This process's group directory in the memory hierarchy, into out. */
+static bool own_group(char *out, size_t len, bool *v2)
+{
+	char line[4096];
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+
+		if (!c2)
+			continue;
+		c2[strcspn(c2, "\n")] = 0;
+		*c2 = 0;
+		if (access("/sys/fs/cgroup/memory", F_OK) == 0 && strstr(c1 + 1, "memory")) {
+			*v2 = false;
+			found = snprintf(out, len, "/sys/fs/cgroup/memory%s", c2 + 1) < (int)len;
+		} else if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0 &&
+			   !strcmp(line, "0") && c2 == c1 + 1) {
+			*v2 = true;
+			found = snprintf(out, len, "/sys/fs/cgroup%s", c2 + 1) < (int)len;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static bool write_file(const char *dir_, const char *name, const char *value)
+{
+	char path[8300];
+	int fd;
+	bool ok;
+
+	snprintf(path, sizeof(path), "%s/%s", dir_, name);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return false;
+	ok = write(fd, value, strlen(value)) == (ssize_t)strlen(value);
+	close(fd);
+	return ok;
+}
+
+static void leave_cgroup(void)
+{
+	char pid[32];
+
+	if (!cg_dir[0])
+		return;
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	write_file(cg_home, "cgroup.procs", pid);
+	rmdir(cg_dir);
+	cg_dir[0] = 0;
+}
+
+Test(swap_errors, budget_above_cgroup_limit_warns, .timeout = 60, .fini = leave_cgroup)
+{
+	static const char warning[] = "above 7/8 of this process's memory cgroup limit";
+	struct upg_swap_file sf = { .size = 64 * MiB };
+	char path[4200], pid[32], limit[32];
+	upg_ctx *ctx = NULL;
+	const char *text;
+	bool v2 = false;
+
+	features_or_skip();
+	if (!own_group(cg_home, sizeof(cg_home), &v2))
+		cr_skip_test("no memory cgroup hierarchy mounted under /sys/fs/cgroup");
+	/* v2: the group's controllers come from its parent's subtree. */
+	if (v2)
+		write_file(cg_home, "cgroup.subtree_control", "+memory");
+	snprintf(cg_dir, sizeof(cg_dir), "%s/upager-test.%d", cg_home, getpid());
+	if (mkdir(cg_dir, 0755) < 0) {
+		int err = errno;
+
+		cg_dir[0] = 0;
+		cr_skip_test("cannot make a memory cgroup in %s: %s", cg_home, strerror(err));
+	}
+	snprintf(limit, sizeof(limit), "%llu", (unsigned long long)(256 * MiB));
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	if (!write_file(cg_dir, v2 ? "memory.max" : "memory.limit_in_bytes", limit) ||
+	    !write_file(cg_dir, "cgroup.procs", pid)) {
+		int err = errno;
+
+		leave_cgroup();
+		cr_skip_test("cannot limit or join a memory cgroup under %s (%s): no memory "
+			     "controller there", cg_home, strerror(err));
+	}
+
+	make_dir();
+	snprintf(path, sizeof(path), "%s/swap", dir);
+	sf.path = path;
+	log_capture();
+	cr_assert_eq(create(512 * MiB, &sf, 1, 0, 0, &ctx), 0, "a budget above the limit still runs");
+	upg_ctx_destroy(ctx);
+	ctx = NULL;
+	text = log_captured();
+	cr_assert(strstr(text, warning), "no warning for a 512 MiB budget in a 256 MiB cgroup");
+	cr_assert(strstr(text, "(256 MiB)"), "the warning does not give the cgroup's limit");
+
+	log_capture();
+	cr_assert_eq(create(128 * MiB, &sf, 1, 0, 0, &ctx), 0);
+	upg_ctx_destroy(ctx);
+	text = log_captured();
+	cr_assert_null(strstr(text, warning), "a warning for a budget well below the limit");
+	unlink(path);
 	rmdir(dir);
 }
