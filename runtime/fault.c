@@ -115,7 +115,7 @@ static void deliver_poison(struct upg_ctx *ctx, uintptr_t page, size_t psize, pi
 	 * gets its SIGBUS from the marker when it retries; a signal sent as
 	 * well would hit it later, somewhere else. */
 	if (ctx->features & UPG_FEAT_POISON) {
-		int ret = uffd_poison(ctx->uffd, page, psize);
+		int ret = uffd_poison(ctx->uffd, page, psize, 0);
 
 		if (ret == -EEXIST)
 			uffd_wake(ctx->uffd, page, psize);
@@ -252,9 +252,11 @@ claimed:
 		 * access, read after the first was resolved (mapped: EEXIST),
 		 * or if its mapping went away behind upager's back, with its
 		 * contents: it must not come back as zeros. The poison marker
-		 * tells the two apart and, if it goes in, is the answer. */
+		 * tells the two apart and, if it goes in, is the answer; the
+		 * thread is woken to its SIGBUS only once the loss is reported
+		 * (the signal may end the process). */
 		ret = uffd_poison(ctx->uffd, addr & ~(uintptr_t)(base_page(ctx) - 1),
-				  base_page(ctx));
+				  base_page(ctx), UFFDIO_POISON_MODE_DONTWAKE);
 		if (ret == 0) {
 			lost(h, r, idx, old);
 			return FAULT_ERROR;

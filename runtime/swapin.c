@@ -351,7 +351,7 @@ static void poison(struct handler *h, struct upg_region *r, uint64_t idx, uint64
 	page_release(r, idx, pg_make(0, PG_POISONED, 0, 0));
 	/* Without UFFDIO_POISON, the woken thread faults again and its
 	 * handler signals it (fault.c, deliver_poison). */
-	if (!(ctx->features & UPG_FEAT_POISON) || uffd_poison(ctx->uffd, addr, region_page_size(r)) < 0)
+	if (!(ctx->features & UPG_FEAT_POISON) || uffd_poison(ctx->uffd, addr, region_page_size(r), 0) < 0)
 		uffd_wake(ctx->uffd, addr, region_page_size(r));
 }
 

@@ -287,9 +287,9 @@ long uffd_move_some(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t m
 	return m.move > 0 ? (long)m.move : -errno;
 }
 
-int uffd_poison(int fd, uintptr_t addr, size_t len)
+int uffd_poison(int fd, uintptr_t addr, size_t len, uint64_t mode)
 {
-	struct uffdio_poison p = { .range = { addr, len } };
+	struct uffdio_poison p = { .range = { addr, len }, .mode = mode };
 
 	return ioctl(fd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
 }

@@ -44,6 +44,6 @@ int uffd_move(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t mode);
  * from the start (the page after them could not move) or -errno. */
 long uffd_move_some(int fd, uintptr_t dst, uintptr_t src, size_t len, uint64_t mode);
 /* Make a touch of [addr, addr+len) raise SIGBUS. */
-int uffd_poison(int fd, uintptr_t addr, size_t len);
+int uffd_poison(int fd, uintptr_t addr, size_t len, uint64_t mode);
 
 #endif /* UPG_UFFD_H */
