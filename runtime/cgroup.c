@@ -59,10 +59,12 @@ static bool has_token(const char *list, const char *tok)
 {
 	size_t n = strlen(tok);
 
-	for (const char *p = list; p; p = strchr(p, ','), p = p ? p + 1 : NULL)
+	for (const char *p = list;; p++) {
 		if (!strncmp(p, tok, n) && (p[n] == ',' || p[n] == 0))
 			return true;
-	return false;
+		if (!(p = strchr(p, ',')))
+			return false;
+	}
 }
 
 struct hierarchy {
