@@ -215,11 +215,18 @@ static bool pagemap_entry(uintptr_t addr, uint64_t *e)
  */
 static bool moved_anyway(struct paging *pg, const struct evictee *v)
 {
+	static bool said;
 	uint64_t src, dst;
 
-	return pagemap_entry(region_page_addr(v->r, v->idx), &src) &&
-	       pagemap_entry((uintptr_t)frame_addr(pg, v->pos), &dst) &&
-	       !(src & (PM_PRESENT | PM_SWAP)) && (dst & (PM_PRESENT | PM_SWAP));
+	if (!pagemap_entry(region_page_addr(v->r, v->idx), &src) ||
+	    !pagemap_entry((uintptr_t)frame_addr(pg, v->pos), &dst) ||
+	    (src & (PM_PRESENT | PM_SWAP)) || !(dst & (PM_PRESENT | PM_SWAP)))
+		return false;
+	if (!said) {
+		said = true;
+		pr_warn("UFFDIO_MOVE came back short at a page it had moved: counted as moved");
+	}
+	return true;
 }
 
 /* Move a run of n contiguous pages into contiguous frames, with as few
