@@ -109,6 +109,13 @@ int ctx_open_fds(upg_ctx *ctx)
 	return 0;
 }
 
+bool ctx_pagemap_entry(const upg_ctx *ctx, uintptr_t addr, uint64_t *e)
+{
+	off_t at = (off_t)(addr >> ctx->base_page_shift) * (off_t)sizeof(*e);
+
+	return ctx->pagemap_fd >= 0 && pread(ctx->pagemap_fd, e, sizeof(*e), at) == sizeof(*e);
+}
+
 int ctx_start(upg_ctx *ctx)
 {
 	int ret;

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "paging.h"
@@ -59,6 +60,14 @@ struct upg_ctx {
 	struct handler *handlers;
 	unsigned nhandlers;
 };
+
+/* /proc/self/pagemap bits: a page, or a swap entry, is mapped there. */
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAP (1ull << 62)
+
+/* The pagemap entry of the base page at addr into *e; false if it cannot be
+ * read (no /proc). */
+bool ctx_pagemap_entry(const struct upg_ctx *ctx, uintptr_t addr, uint64_t *e);
 
 /* Initialise ctx->lock and ctx->read_lock (creation, and a forked child,
  * where a thread of the parent may have held them). */

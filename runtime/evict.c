@@ -29,7 +29,6 @@
  */
 #define LOG_PREFIX "evict: "
 #include <errno.h>
-#include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -37,7 +36,6 @@
 #include <unistd.h>
 
 #include "ctx.h"
-#include "fd.h"
 #include "log.h"
 #include "paging.h"
 #include "region.h"
@@ -183,28 +181,6 @@ static int by_address(const void *a, const void *b)
 	return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* /proc/self/pagemap bits: a page, or a swap entry, is mapped there. */
-#define PM_PRESENT (1ull << 63)
-#define PM_SWAP (1ull << 62)
-
-/* The pagemap entry of addr into *e; false if it cannot be read. Only the
- * reclaimer calls it; the descriptor is reopened in a forked child, whose
- * inherited one reads the parent's page tables. */
-static bool pagemap_entry(uintptr_t addr, uint64_t *e)
-{
-	static int fd = -1;
-	static pid_t pid;
-
-	if (fd < 0 || pid != getpid()) {
-		if (fd >= 0)
-			close(fd);
-		fd = fd_high(open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
-		pid = getpid();
-	}
-	return fd >= 0 && pread(fd, e, sizeof(*e), (off_t)(addr / (uintptr_t)sysconf(_SC_PAGESIZE)) *
-							  (off_t)sizeof(*e)) == (ssize_t)sizeof(*e);
-}
-
 /*
  * Whether the page that stopped a short UFFDIO_MOVE moved all the same.
  * Linux 6.18 was seen to report one so (a short count and EAGAIN, in a
@@ -218,8 +194,8 @@ static bool moved_anyway(struct paging *pg, const struct evictee *v)
 	static bool said;
 	uint64_t src, dst;
 
-	if (!pagemap_entry(region_page_addr(v->r, v->idx), &src) ||
-	    !pagemap_entry((uintptr_t)frame_addr(pg, v->pos), &dst) ||
+	if (!ctx_pagemap_entry(pg->ctx, region_page_addr(v->r, v->idx), &src) ||
+	    !ctx_pagemap_entry(pg->ctx, (uintptr_t)frame_addr(pg, v->pos), &dst) ||
 	    (src & (PM_PRESENT | PM_SWAP)) || !(dst & (PM_PRESENT | PM_SWAP)))
 		return false;
 	if (!said) {

@@ -305,11 +305,8 @@ static int for_each_mapped(struct upg_region *r, int (*fn)(struct upg_region *, 
 	return ret;
 }
 
-/* Bits of a /proc/PID/pagemap entry: the page is in memory, or the kernel
- * swapped it out (mincore would call that one untouched). */
-#define PM_PRESENT (1ull << 63)
-#define PM_SWAPPED (1ull << 62)
-
+/* A metadata page is touched if it is in memory or the kernel swapped it out
+ * (mincore would call that one untouched). */
 uint64_t region_next_touched(const struct upg_region *r, uint64_t idx)
 {
 	enum { VEC = 256 };
@@ -332,7 +329,7 @@ uint64_t region_next_touched(const struct upg_region *r, uint64_t idx)
 		if (got < (ssize_t)sizeof(ent[0]))
 			return idx;
 		for (uint64_t k = 0; k < (uint64_t)got / sizeof(ent[0]); k++, first += per_page)
-			if ((ent[k] & (PM_PRESENT | PM_SWAPPED)) && first + per_page > idx)
+			if ((ent[k] & (PM_PRESENT | PM_SWAP)) && first + per_page > idx)
 				return first > idx ? first : idx;
 		idx = first;
 	}
