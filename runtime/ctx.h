@@ -35,6 +35,10 @@ struct upg_ctx {
 	int stop_fd;                /* eventfd: readable once the pool must stop */
 	int pagemap_fd;             /* /proc/self/pagemap, or -1 (region_next_touched) */
 	pthread_mutex_t read_lock;  /* orders reads of the uffd with events (handler.c) */
+	/* Odd while a handler, under read_lock, reads a message and applies
+	 * it if it is an event: an event read before a load that finds it even
+	 * has been applied (handler.c, fault.c). */
+	_Atomic uint64_t read_seq;
 	uint64_t features;          /* enum upg_feature bits in use */
 	uint64_t register_mode;     /* UFFDIO_REGISTER_MODE_* for new regions */
 	unsigned base_page_shift;

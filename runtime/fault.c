@@ -164,6 +164,31 @@ static void lost(struct handler *h, struct upg_region *r, uint64_t idx, uint64_t
 	uffd_wake(h->ctx->uffd, region_page_addr(r, idx), region_page_size(r));
 }
 
+/*
+ * A missing fault on page idx of r, which upager holds resident: -EEXIST if
+ * the base page at addr is mapped (a second message about one access, read
+ * after the first was resolved) or the application removed the page (its
+ * word is PG_STALE: released, it is forgotten and faulted afresh); -EAGAIN
+ * if a removal may be half applied: madvise returns, and the kernel zaps,
+ * once a handler has read the REMOVE event, not once it has applied it, and
+ * the fault may come from a message read before; 0 if the mapping went away
+ * behind upager's back with the contents, which must not come back as zeros.
+ * The caller holds the page (PG_BUSY).
+ */
+static int resident_unmapped(struct upg_ctx *ctx, struct upg_region *r, uint64_t idx,
+			     uintptr_t addr)
+{
+	uint64_t e;
+
+	if (ctx_pagemap_entry(ctx, addr, &e) && (e & (PM_PRESENT | PM_SWAP)))
+		return -EEXIST;
+	/* The event of the zap just seen was read before it: applied, unless
+	 * its reader is still at it (odd). */
+	if (atomic_load(&ctx->read_seq) & 1)
+		return -EAGAIN;
+	return pg_load(&r->state[idx]) & PG_STALE ? -EEXIST : 0;
+}
+
 static fault_result resolve_missing(struct handler *h, struct upg_region *r, uintptr_t addr,
 				    bool write, pid_t tid)
 {
@@ -247,26 +272,27 @@ claimed:
 		reserved = false;
 	}
 
-	if (was == PG_RESIDENT && (ctx->features & UPG_FEAT_POISON)) {
-		/* A resident page faults only for a second message about one
-		 * access, read after the first was resolved (mapped: EEXIST),
-		 * or if its mapping went away behind upager's back, with its
-		 * contents: it must not come back as zeros. The poison marker
-		 * tells the two apart and, if it goes in, is the answer; the
-		 * thread is woken to its SIGBUS only once the loss is reported
-		 * (the signal may end the process). */
-		ret = uffd_poison(ctx->uffd, addr & ~(uintptr_t)(base_page(ctx) - 1),
-				  base_page(ctx), UFFDIO_POISON_MODE_DONTWAKE);
-		if (ret == 0) {
-			lost(h, r, idx, old);
-			return FAULT_ERROR;
+	if (was == PG_RESIDENT) {
+		ret = resident_unmapped(ctx, r, idx, addr);
+		if (ret == 0 && (ctx->features & UPG_FEAT_POISON)) {
+			/* Lost: the poison marker holds the page (EEXIST: it
+			 * was mapped after all). The thread is woken to its
+			 * SIGBUS only once the loss is reported (the signal
+			 * may end the process). */
+			ret = uffd_poison(ctx->uffd, addr & ~(uintptr_t)(base_page(ctx) - 1),
+					  base_page(ctx), UFFDIO_POISON_MODE_DONTWAKE);
+			if (ret == 0) {
+				lost(h, r, idx, old);
+				return FAULT_ERROR;
+			}
+		} else if (ret == 0) {
+			ret = map_zero(ctx, page, psize, zeropage);
+			if (ret == 0)
+				report_lost(h, r, idx, old);
 		}
 	} else {
 		ret = map_zero(ctx, page, psize, zeropage);
 	}
-	if (ret == 0 && was == PG_RESIDENT)
-		/* No UFFDIO_POISON to hold the page: zeros went in. */
-		report_lost(h, r, idx, old);
 	if ((ret == -EEXIST || ret == -ENOENT) && psize > base_page(ctx) && !atomic_load(&r->dying)) {
 		/* Part of a multi-base-page page is still mapped (EEXIST), or
 		 * no longer mapped at all (ENOENT: the application dropped or

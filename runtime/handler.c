@@ -113,12 +113,16 @@ static void *handler_main(void *arg)
 		 * them (mremap sends REMAP, then UNMAP of the old range, as
 		 * soon as the first is read): a handler reads under the lock
 		 * and applies an event before letting the next read happen.
-		 * Faults are resolved after the lock is dropped. */
+		 * Faults are resolved after the lock is dropped. read_seq is
+		 * odd meanwhile: a fault that finds a resident page unmapped
+		 * tells from it whether a removal may be half applied. */
 		pthread_mutex_lock(&ctx->read_lock);
+		atomic_fetch_add(&ctx->read_seq, 1);
 		n = read(ctx->uffd, msgs, sizeof(msgs));
 		if (n < 0) {
 			int err = errno;
 
+			atomic_fetch_add(&ctx->read_seq, 1);
 			pthread_mutex_unlock(&ctx->read_lock);
 			/* EAGAIN: another handler took the message. */
 			if (err == EAGAIN || err == EINTR)
@@ -128,6 +132,7 @@ static void *handler_main(void *arg)
 		}
 		if (msgs[0].event != UFFD_EVENT_PAGEFAULT) {
 			fault_dispatch(h, &msgs[0]);
+			atomic_fetch_add(&ctx->read_seq, 1);
 			pthread_mutex_unlock(&ctx->read_lock);
 			/* Reading the event let resolving ioctls work again
 			 * (they fail with EAGAIN while one is pending): retry
@@ -137,6 +142,7 @@ static void *handler_main(void *arg)
 				fault_retry_deferred(h);
 			continue;
 		}
+		atomic_fetch_add(&ctx->read_seq, 1);
 		pthread_mutex_unlock(&ctx->read_lock);
 		fault_dispatch(h, &msgs[0]);
 	}
