@@ -551,6 +551,33 @@ static inline int range_unmapped(void *p, size_t len)
 	return 1;
 }
 
+/*
+ * 1 if nothing of a destroyed region's range [p, p+len) is left mapped: no
+ * mapping inside it. A mapping that reaches beyond it was placed since by
+ * someone else (a sanitizer's allocator, say, in the hole the destroy left)
+ * and does not count.
+ */
+static inline int range_released(void *p, size_t len)
+{
+	uintptr_t lo = (uintptr_t)p, hi = lo + len;
+	unsigned long start, end;
+	char line[512];
+	int released = 1;
+	FILE *f;
+
+	if (range_unmapped(p, len))
+		return 1;
+	f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return 0;
+	while (released && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &start, &end) == 2 && start < hi && end > lo &&
+		    start >= lo && end <= hi)
+			released = 0;
+	fclose(f);
+	return released;
+}
+
 /* A small xorshift generator: deterministic orders for threads. */
 static inline uint64_t xorshift64(uint64_t *s)
 {

@@ -318,8 +318,8 @@ static void munmap_part(uint64_t psize)
 	} else {
 		cr_log_warn("hole was taken: sentinel part skipped");
 	}
-	cr_assert(range_unmapped(p, 8 * psize), "destroy left the head mapped");
-	cr_assert(range_unmapped(pg(p, psize, 16), (N - 16) * psize), "destroy left the tail mapped");
+	cr_assert(range_released(p, 8 * psize), "destroy left the head mapped");
+	cr_assert(range_released(pg(p, psize, 16), (N - 16) * psize), "destroy left the tail mapped");
 	upg_ctx_destroy(ctx);
 }
 
@@ -385,8 +385,8 @@ Test(events, munmap_overlapping, .timeout = 30)
 	cr_assert(!range_unmapped(s2, 8 * ps), "destroy unmapped a mapping at [48, 56)");
 	cr_assert_eq(check_pages(s1, ps, 0, 8, 7), -1);
 	cr_assert_eq(check_pages(s2, ps, 0, 8, 8), -1);
-	cr_assert(range_unmapped(p, 8 * ps), "destroy left [0, 8) mapped");
-	cr_assert(range_unmapped(pg(p, ps, 56), 8 * ps), "destroy left [56, 64) mapped");
+	cr_assert(range_released(p, 8 * ps), "destroy left [0, 8) mapped");
+	cr_assert(range_released(pg(p, ps, 56), 8 * ps), "destroy left [56, 64) mapped");
 	munmap(s1, 8 * ps);
 	munmap(s2, 8 * ps);
 	upg_ctx_destroy(ctx);
@@ -512,7 +512,7 @@ Test(events, mremap_shrink, .timeout = 30)
 		cr_assert_eq(check_pages(sentinel, ps, 0, N / 2, 2), -1);
 		munmap(sentinel, N / 2 * ps);
 	}
-	cr_assert(range_unmapped(p, N / 2 * ps));
+	cr_assert(range_released(p, N / 2 * ps));
 	upg_ctx_destroy(ctx);
 }
 
@@ -559,7 +559,7 @@ static void mremap_whole(uint64_t psize)
 	if (sentinel)
 		fill_pages(sentinel, psize, 0, N, 3);
 	cr_assert_eq(upg_region_destroy(r), 0);
-	cr_assert(range_unmapped(to, N * psize), "destroy left the moved region mapped");
+	cr_assert(range_released(to, N * psize), "destroy left the moved region mapped");
 	if (sentinel) {
 		cr_assert(!range_unmapped(sentinel, N * psize),
 			  "destroy unmapped the region's old address");
@@ -639,8 +639,8 @@ static void mremap_part(uint64_t psize)
 		cr_assert_eq(pattern_check(pg(m.to, psize, i), psize, 2, 8 + i), -1);
 	for (uint64_t i = 4; i < 8; i++)
 		cr_assert_eq(pattern_check(pg(m.to, psize, i), psize, 1, 8 + i), -1);
-	cr_assert(range_unmapped(p, 8 * psize));
-	cr_assert(range_unmapped(pg(p, psize, 16), (N - 16) * psize));
+	cr_assert(range_released(p, 8 * psize));
+	cr_assert(range_released(pg(p, psize, 16), (N - 16) * psize));
 	munmap(m.to, 8 * psize);
 	upg_ctx_destroy(ctx);
 }
@@ -682,7 +682,7 @@ Test(events, mremap_grow, .timeout = 40)
 
 	/* Destroy takes the region's range only. */
 	cr_assert_eq(upg_region_destroy(r), 0);
-	cr_assert(range_unmapped(p, N * ps));
+	cr_assert(range_released(p, N * ps));
 	cr_assert(!range_unmapped(tail.p, N * ps), "destroy unmapped the grown tail");
 	for (size_t i = 0; i < N; i++)
 		cr_assert_eq(pattern_check(tail.p + i * ps, ps, 4, i), -1);
@@ -786,7 +786,7 @@ Test(events, mremap_grow_in_place, .timeout = 40)
 
 	/* Destroy takes the region's range only. */
 	cr_assert_eq(upg_region_destroy(r), 0);
-	cr_assert(range_unmapped(p, len), "destroy left the region mapped");
+	cr_assert(range_released(p, len), "destroy left the region mapped");
 	cr_assert(!range_unmapped(tail.p, len), "destroy unmapped the grown tail");
 	for (size_t i = 0; i < N; i++)
 		cr_assert_eq(pattern_check(tail.p + i * ps, ps, 4, i), -1);

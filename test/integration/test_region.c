@@ -33,7 +33,7 @@ Test(region, create_destroy, .timeout = 20)
 	st = stats_of(ctx);
 	cr_assert_eq(st.regions, 0);
 	cr_assert_eq(st.resident_bytes, 0);
-	cr_assert(range_unmapped(p, 16 * ps), "destroy left the range mapped");
+	cr_assert(range_released(p, 16 * ps), "destroy left the range mapped");
 
 	cr_assert_eq(upg_region_destroy(NULL), 0, "destroying NULL is a no-op returning 0");
 	upg_ctx_destroy(ctx);
@@ -57,7 +57,7 @@ Test(region, ctx_destroy_takes_regions, .timeout = 20)
 	cr_assert_eq(stats_of(ctx).regions, 4);
 	upg_ctx_destroy(ctx);
 	for (int i = 0; i < 4; i++)
-		cr_assert(range_unmapped(addr[i], 8 * ps), "region %d still mapped", i);
+		cr_assert(range_released(addr[i], 8 * ps), "region %d still mapped", i);
 }
 
 Test(region, init_functions, .timeout = 10)
