@@ -500,7 +500,7 @@ struct upg_stats {
 	uint64_t events_unmap;      /* munmap of (part of) a region */
 	uint64_t events_remap;      /* mremap of (part of) a region */
 	uint64_t events_fork;
-	uint64_t ioctl_retries;     /* EAGAIN from a resolving ioctl */
+	uint64_t ioctl_retries;     /* EAGAIN or ENOMEM from a resolving ioctl, retried */
 	uint64_t errors;            /* faults that could not be resolved */
 
 	/* Paging (contexts with a mem_limit). */
@@ -555,6 +555,10 @@ struct upg_stats {
 				       * (or under its own keys on the servers) */
 	uint64_t swap_kept_bytes;     /* ... of which dead, kept for forked
 				       * children that may still read them */
+
+	/* Reads the kernel found no memory for (ENOMEM: a memory cgroup at
+	 * its limit), read again a little later rather than lost. */
+	uint64_t read_retries;
 };
 
 /* How pages leave the application, chosen by the feature probe (mask

@@ -27,7 +27,7 @@ static const int config_stats = 1;
 	X(dropped_clean) X(write_errors) X(read_errors) X(poisoned)             \
 	X(faults_dirty) X(readahead_pages) X(readahead_hits) X(readahead_waste)  \
 	X(file_reads) X(file_writes) X(prefetch_pages) X(prefetch_skipped)   \
-	X(zero_ahead)
+	X(zero_ahead) X(read_retries)
 
 struct handler_stats {
 #define X(name) _Atomic uint64_t name;

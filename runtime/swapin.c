@@ -384,6 +384,13 @@ static bool swapin_done(struct handler *h, struct backend_io *io)
 		paging_unreserve(pg, 1);
 		return true;
 	}
+	if (io->result == -ENOMEM || io->result == -EAGAIN) {
+		/* The kernel found no memory for the read (a memory cgroup
+		 * at its limit): read it again a little later (paging_reap).
+		 * Poisoning would lose a page that is still in swap. */
+		stat_inc(&h->stats.read_retries);
+		return false;
+	}
 	if (io->result < 0) {
 		paging_unreserve(pg, 1);
 		poison(h, r, idx, io->slot, io->result);
@@ -510,16 +517,30 @@ void paging_reap(struct handler *h)
 {
 	struct paging_handler *ph = &h->paging;
 	unsigned n = ph->npending;
+	bool reread = false;
 
 	if (!ph->queue)
 		return;
 	ph->npending = 0;
 	for (unsigned i = 0; i < n; i++) {
-		if (swapin_done(h, ph->pending[i]))
-			buf_put(ph, ph->pending[i]);
+		struct backend_io *io = ph->pending[i];
+
+		/* A read that failed for want of memory goes out again. */
+		if (io->result < 0) {
+			io->result = 0;
+			if (backend_queue_read(paging_queue(ph->queue, ph->fqueue, io->slot), io) == 0) {
+				reread = true;
+				continue;
+			}
+			io->result = -ENOMEM;
+		}
+		if (swapin_done(h, io))
+			buf_put(ph, io);
 		else
-			ph->pending[ph->npending++] = ph->pending[i];
+			ph->pending[ph->npending++] = io;
 	}
+	if (reread)
+		paging_submit(ph);
 	reap_queue(h, ph->queue);
 	reap_queue(h, ph->fqueue);
 }
