@@ -4,7 +4,8 @@
  * touches a lost page gets SIGBUS, every other page reads back right); a
  * full disk keeps pages in memory and loses nothing; a deleted swap file
  * changes nothing; a filesystem without O_DIRECT is used buffered, and the
- * log says so once; a budget above the memory cgroup's limit is warned of.
+ * log says so once; a budget above the memory cgroup's limit is warned of;
+ * a memory cgroup at its limit delays swap-ins and loses nothing.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -12,6 +13,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "itest.h"
 
@@ -551,4 +553,136 @@ Test(swap_errors, budget_above_cgroup_limit_warns, .timeout = 60, .fini = leave_
 	cr_assert_null(strstr(text, warning), "a warning for a budget well below the limit");
 	unlink(path);
 	rmdir(dir);
+}
+
+/*
+ * A memory cgroup at its limit refuses memory to swap-ins: UFFDIO_COPY, or
+ * the read itself, fails with ENOMEM. Both are retried, and every page
+ * reads back right once memory frees up. Regressions: a failed copy was
+ * taken for a vanished range, and the page read back as zeros; a failed
+ * read poisoned the page. cgroup v1 only: its
+ * OOM killer can be turned off, so that an allocation in a page fault waits
+ * at the limit rather than killing the test; a process outside the group
+ * holds the limit down for a while, then lifts it.
+ */
+#define SQUEEZE_MS 1500
+
+static pid_t releaser = -1;
+
+static void squeeze_fini(void)
+{
+	if (releaser > 0) {
+		kill(releaser, SIGKILL);
+		waitpid(releaser, NULL, 0);
+		releaser = -1;
+	}
+	if (cg_dir[0])
+		write_file(cg_dir, "memory.limit_in_bytes", "-1");
+	leave_cgroup();
+}
+
+static long long read_ll(const char *dir_, const char *name)
+{
+	char path[8300], buf[64] = "";
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir_, name);
+	f = fopen(path, "r");
+	if (f) {
+		if (fgets(buf, sizeof(buf), f))
+			v = atoll(buf);
+		fclose(f);
+	}
+	return v;
+}
+
+/* The releaser, outside the group: on a byte from go, hold the group's limit
+ * just above its usage for SQUEEZE_MS, then lift it. Exits 0 if it held. */
+static void release_later(int go)
+{
+	char c;
+	bool held = false;
+
+	if (read(go, &c, 1) != 1)
+		_exit(2);
+	for (int i = 0; i < 100 && !held; i++) {
+		char v[32];
+
+		snprintf(v, sizeof(v), "%lld", read_ll(cg_dir, "memory.usage_in_bytes") + 64 * 1024);
+		held = write_file(cg_dir, "memory.limit_in_bytes", v);
+	}
+	usleep(SQUEEZE_MS * 1000);
+	write_file(cg_dir, "memory.limit_in_bytes", "-1");
+	_exit(held ? 0 : 3);
+}
+
+Test(swap_errors, cgroup_at_limit_retries_swap_ins, .timeout = 120, .fini = squeeze_fini)
+{
+	char path[4200], pid[32];
+	size_t ps = itest_page();
+	uint64_t pages = 4 * LIMIT / ps;
+	struct upg_stats before, st;
+	int go[2], status;
+	upg_ctx *ctx;
+	upg_region *r;
+	bool v2 = false;
+
+	features_or_skip();
+	if (!own_group(cg_home, sizeof(cg_home), &v2))
+		cr_skip_test("no memory cgroup hierarchy mounted under /sys/fs/cgroup");
+	if (v2)
+		cr_skip_test("needs cgroup v1, whose OOM killer can be turned off for a group");
+	snprintf(cg_dir, sizeof(cg_dir), "%s/upager-squeeze.%d", cg_home, getpid());
+	if (mkdir(cg_dir, 0755) < 0) {
+		int err = errno;
+
+		cg_dir[0] = 0;
+		cr_skip_test("cannot make a memory cgroup in %s: %s", cg_home, strerror(err));
+	}
+	/* No kernel swap for the group: at the limit its charges must fail. */
+	write_file(cg_dir, "memory.swappiness", "0");
+	if (!write_file(cg_dir, "memory.oom_control", "1")) {
+		squeeze_fini();
+		cr_skip_test("cannot turn the OOM killer off in a memory cgroup under %s", cg_home);
+	}
+	cr_assert_eq(pipe(go), 0);
+	releaser = fork();
+	cr_assert_geq(releaser, 0, "fork: %s", strerror(errno));
+	if (releaser == 0)
+		release_later(go[0]);
+	close(go[0]);
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	cr_assert(write_file(cg_dir, "cgroup.procs", pid), "cannot join %s: %s", cg_dir,
+		  strerror(errno));
+
+	r = paged_out(path, sizeof(path), 0, 0, 1, &ctx);
+	before = stats_of(ctx);
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	close(go[1]);
+	/* Read everything back, twice, from when the limit is held. */
+	for (int round = 0; round < 2; round++)
+		cr_assert_eq(check_pages(upg_region_addr(r), ps, 0, pages, 1), -1,
+			     "a page read back wrong in round %d", round);
+	cr_assert_eq(waitpid(releaser, &status, 0), releaser);
+	releaser = -1;
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the releaser could not hold the limit (status %#x)", status);
+	st = stats_of(ctx);
+	cr_assert_eq(st.errors, before.errors, "%llu errors",
+		     (unsigned long long)(st.errors - before.errors));
+	cr_assert_eq(st.poisoned, 0);
+	upg_region_destroy(r);
+	upg_ctx_destroy(ctx);
+	unlink(path);
+	rmdir(dir);
+	/* Refused pages show as copies or reads retried. Under a sanitizer
+	 * the runtime's own faults may wait out the whole squeeze instead. */
+	squeeze_fini();       /* a skip runs no .fini */
+	if (st.ioctl_retries + st.read_retries == before.ioctl_retries + before.read_retries)
+		cr_skip_test("the limit refused no swap-in (every thread waited at it): "
+			     "nothing was tested");
+	cr_log_info("at the limit: %llu copies and %llu reads retried",
+		    (unsigned long long)(st.ioctl_retries - before.ioctl_retries),
+		    (unsigned long long)(st.read_retries - before.read_retries));
 }
