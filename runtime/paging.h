@@ -197,6 +197,10 @@ struct paging_handler {
 	 * waiting. */
 	struct backend_io *pending[PAGING_HANDLER_BUFS];
 	unsigned npending;
+	/* Reads that failed for want of memory wait among them, and go out
+	 * again no sooner than this (CLOCK_MONOTONIC, ns): they fail at
+	 * once while memory is short, and would keep the handler spinning. */
+	uint64_t reread_at;
 	/* Written by the reclaimer when it freed memory, or when a madvise of
 	 * its own returned, while this handler had faults waiting for memory
 	 * or copies to retry (waiting). */

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctx.h"
@@ -58,6 +59,9 @@ static void buf_put(struct paging_handler *ph, struct backend_io *io)
  * for a write fault. */
 #define IO_READAHEAD (1ull << 63)
 #define IO_WRITE (1ull << 62)
+
+/* How long a read that failed for want of memory waits to go out again. */
+#define REREAD_NS 1000000ull
 
 /* Pages brought back clean between two looks at how many got written. */
 #define MAP_WINDOW 1024u
@@ -513,10 +517,19 @@ static void reap_queue(struct handler *h, struct backend_queue *q)
 	}
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 void paging_reap(struct handler *h)
 {
 	struct paging_handler *ph = &h->paging;
 	unsigned n = ph->npending;
+	uint64_t now = 0;
 	bool reread = false;
 
 	if (!ph->queue)
@@ -525,22 +538,32 @@ void paging_reap(struct handler *h)
 	for (unsigned i = 0; i < n; i++) {
 		struct backend_io *io = ph->pending[i];
 
-		/* A read that failed for want of memory goes out again. */
+		/* A read that failed for want of memory goes out again, once
+		 * a millisecond at most; it waits if the queue is full. */
 		if (io->result < 0) {
-			io->result = 0;
-			if (backend_queue_read(paging_queue(ph->queue, ph->fqueue, io->slot), io) == 0) {
-				reread = true;
-				continue;
+			if (!now)
+				now = mono_ns();
+			if (now >= ph->reread_at) {
+				io->result = 0;
+				if (backend_queue_read(paging_queue(ph->queue, ph->fqueue, io->slot),
+						       io) == 0) {
+					reread = true;
+					continue;
+				}
+				io->result = -ENOMEM;
 			}
-			io->result = -ENOMEM;
+			ph->pending[ph->npending++] = io;
+			continue;
 		}
 		if (swapin_done(h, io))
 			buf_put(ph, io);
 		else
 			ph->pending[ph->npending++] = io;
 	}
-	if (reread)
+	if (reread) {
 		paging_submit(ph);
+		ph->reread_at = now + REREAD_NS;
+	}
 	reap_queue(h, ph->queue);
 	reap_queue(h, ph->fqueue);
 }
