@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ctx.h"
@@ -515,14 +514,6 @@ static void reap_queue(struct handler *h, struct backend_queue *q)
 				ph->pending[ph->npending++] = done[i];
 		}
 	}
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 void paging_reap(struct handler *h)
